@@ -288,10 +288,10 @@ def _load_identity(ctx: SSL.Context, settings: TLSSettings) -> None:
             ) from None
         if key is None or cert is None:
             raise ConfigError("pkcs12: bundle lacks a certificate or private key")
-        ctx.use_certificate(crypto.X509.from_cryptography(cert))
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+        ctx.use_certificate(cert)
+        ctx.use_privatekey(key)  # type: ignore[arg-type]
         for extra_cert in extra:
-            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra_cert))
+            ctx.add_extra_chain_cert(extra_cert)
             _store(ctx).add_cert(crypto.X509.from_cryptography(extra_cert))
         return
     if settings.cert_pem is None or settings.key_pem is None:
@@ -301,13 +301,13 @@ def _load_identity(ctx: SSL.Context, settings: TLSSettings) -> None:
         key = serialization.load_pem_private_key(settings.key_pem.encode(), password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"key: unreadable or encrypted private key ({exc})") from None
-    ctx.use_certificate(crypto.X509.from_cryptography(certs[0]))
-    ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+    ctx.use_certificate(certs[0])
+    ctx.use_privatekey(key)  # type: ignore[arg-type]
     for chain_cert in certs[1:]:
-        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(chain_cert))
+        ctx.add_extra_chain_cert(chain_cert)
     if settings.extra_certs_pem:
         for chain_cert in load_certificates(settings.extra_certs_pem, "extra-certs"):
-            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(chain_cert))
+            ctx.add_extra_chain_cert(chain_cert)
     try:
         ctx.check_privatekey()
     except SSL.Error:
@@ -325,5 +325,5 @@ _X509_ERRORS: dict[int, str] = {
     21: "unable to verify the first certificate",
     23: "certificate has been revoked",
     24: "invalid CA certificate",
-    26: "unsupported certificate purpose",
+    26: "certificate is not valid for this purpose (a client certificate on a server? see remote-cert-tls)",
 }
