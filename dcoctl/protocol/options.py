@@ -12,57 +12,83 @@ from dataclasses import dataclass, field
 
 from ..errors import RemoteProtocolError
 
+_SPACE = frozenset(" \t\n\v\f\r")
+
 
 def tokenize_line(line: str) -> list[str]:
-    """Split one option line like OpenVPN's ``parse_line``.
+    """Split one option line exactly like OpenVPN's ``parse_line()``.
 
-    Whitespace separates tokens; ``"..."`` groups with backslash escapes,
-    ``'...'`` groups literally, a backslash outside quotes escapes the next
-    character. A line whose first token starts with ``#`` or ``;`` is a
-    comment (empty result). Unbalanced quotes raise ValueError.
+    * Whitespace separates tokens.
+    * A token that *starts* with ``"`` runs to the next unescaped ``"``; inside,
+      backslash escapes ``\\``, ``"`` and whitespace. ``""`` is an empty token.
+    * A token that starts with ``'`` runs to the next ``'``; nothing is escaped.
+    * Outside quotes a backslash escapes ``\\``, ``"`` or whitespace; any other
+      escape is an error (OpenVPN rejects it to catch Windows paths).
+    * ``#`` or ``;`` where a token would start ends the line (comment), so
+      ``remote host 1194 # primary`` has three tokens and ``# x`` has none.
+
+    Quote characters inside an unquoted token are literal, and a closing quote
+    ends its token even without following whitespace (``"a"b`` is two tokens),
+    as in OpenVPN. Raises :class:`ValueError` on unbalanced quotes or a bad
+    escape.
     """
     tokens: list[str] = []
-    current: list[str] = []
-    in_token = False
-    quote: str | None = None
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if quote == '"':
-            if ch == "\\" and i + 1 < len(line):
-                i += 1
-                current.append(line[i])
-            elif ch == '"':
-                quote = None
+    buf: list[str] = []
+    # None: between tokens; "": unquoted token; '"' or "'": inside that quote.
+    state: str | None = None
+    backslash = False
+    for ch in line:
+        if backslash:
+            backslash = False
+            if state is None:
+                # OpenVPN checks for a comment before honouring the escape and
+                # skips an escaped blank between tokens; mirror both quirks.
+                if ch in "#;":
+                    break
+                if ch in _SPACE:
+                    continue
+                state = ""
+            if ch != "\\" and ch != '"' and ch not in _SPACE:
+                raise ValueError(
+                    f"bad backslash escape '\\{ch}': only \\\\, \\\" and an escaped blank are "
+                    "allowed (write Windows paths with double backslashes)"
+                )
+            buf.append(ch)
+            continue
+        if ch == "\\" and state != "'":
+            backslash = True
+            continue
+        if state is None:
+            if ch in _SPACE:
+                continue
+            if ch in "#;":
+                break
+            if ch in "\"'":
+                state = ch
             else:
-                current.append(ch)
-        elif quote == "'":
-            if ch == "'":
-                quote = None
+                state = ""
+                buf.append(ch)
+        elif state == "":
+            if ch in _SPACE:
+                tokens.append("".join(buf))
+                buf = []
+                state = None
             else:
-                current.append(ch)
-        elif ch in "\"'":
-            quote = ch
-            in_token = True
-        elif ch == "\\" and i + 1 < len(line):
-            i += 1
-            current.append(line[i])
-            in_token = True
-        elif ch.isspace():
-            if in_token:
-                tokens.append("".join(current))
-                current = []
-                in_token = False
-        elif not tokens and not in_token and ch in "#;":
-            return []
+                buf.append(ch)
+        elif ch == state:
+            tokens.append("".join(buf))
+            buf = []
+            state = None
         else:
-            current.append(ch)
-            in_token = True
-        i += 1
-    if quote is not None:
-        raise ValueError("unbalanced quote")
-    if in_token:
-        tokens.append("".join(current))
+            buf.append(ch)
+    if backslash and state is not None:
+        raise ValueError("line ends with a backslash inside a token")
+    if state == '"':
+        raise ValueError('no closing quotation (")')
+    if state == "'":
+        raise ValueError("no closing single quotation (')")
+    if state == "":
+        tokens.append("".join(buf))
     return tokens
 
 

@@ -325,5 +325,6 @@ _X509_ERRORS: dict[int, str] = {
     21: "unable to verify the first certificate",
     23: "certificate has been revoked",
     24: "invalid CA certificate",
-    26: "certificate is not valid for this purpose (a client certificate on a server? see remote-cert-tls)",
+    26: "certificate is not valid for this purpose "
+    "(a client certificate on a server? see remote-cert-tls)",
 }

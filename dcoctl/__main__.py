@@ -1,0 +1,5 @@
+"""``python -m dcoctl``: same as the ``dcoctl`` command."""
+
+from .cli import main
+
+main()

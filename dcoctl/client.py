@@ -1,0 +1,102 @@
+"""Turn a parsed client configuration into protocol-core settings.
+
+The protocol core knows nothing about config files; this module is the one
+place where ``.ovpn`` directives become :class:`ClientSettings`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from .config import ClientConfig
+from .errors import ConfigError
+from .protocol.session import ClientSettings
+from .protocol.statickey import StaticKey
+from .protocol.tls import TLSSettings
+from .protocol.wrapping import ControlWrap, PlainWrap, TLSAuthWrap, TLSCryptWrap
+
+_TLS_CRYPT_V2_CLIENT = re.compile(
+    r"-----BEGIN OpenVPN tls-crypt-v2 client key-----(.+?)"
+    r"-----END OpenVPN tls-crypt-v2 client key-----",
+    re.DOTALL,
+)
+
+
+def parse_tls_crypt_v2_client_key(text: str, source: str) -> tuple[StaticKey, bytes]:
+    """Split a tls-crypt-v2 client key file into Kc and the wrapped key WKc."""
+    match = _TLS_CRYPT_V2_CLIENT.search(text)
+    if match is None:
+        raise ConfigError("tls-crypt-v2: no 'OpenVPN tls-crypt-v2 client key' block", source)
+    try:
+        raw = base64.b64decode("".join(match.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("tls-crypt-v2: client key is not valid base64", source) from None
+    if len(raw) < 256 + 2 + 32:
+        raise ConfigError("tls-crypt-v2: client key too short", source)
+    wkc = raw[256:]
+    if int.from_bytes(wkc[-2:], "big") != len(wkc):
+        raise ConfigError("tls-crypt-v2: wrapped client key has a bad length field", source)
+    return StaticKey(raw[:256]), wkc
+
+
+def control_wrap(cfg: ClientConfig) -> ControlWrap:
+    """The control-channel wrapping the profile asks for."""
+    if cfg.tls_crypt_v2_key_pem is not None:
+        key, wkc = parse_tls_crypt_v2_client_key(cfg.tls_crypt_v2_key_pem, cfg.source)
+        return TLSCryptWrap(key, is_server=False, wkc=wkc, early_negotiation=True)
+    if cfg.tls_crypt_key is not None:
+        return TLSCryptWrap(cfg.tls_crypt_key, is_server=False)
+    if cfg.tls_auth_key is not None:
+        return TLSAuthWrap(cfg.tls_auth_key, cfg.key_direction, cfg.auth)
+    return PlainWrap()
+
+
+def client_settings(
+    cfg: ClientConfig, proto: str, username: str | None = None, password: str | None = None
+) -> ClientSettings:
+    """Protocol-core settings for one connection attempt over ``proto``."""
+    tls = TLSSettings(
+        ca_pem=cfg.ca_pem,
+        cert_pem=cfg.cert_pem,
+        key_pem=cfg.key_pem,
+        pkcs12=cfg.pkcs12,
+        extra_certs_pem=cfg.extra_certs_pem,
+        remote_cert_tls=cfg.remote_cert_tls,
+        verify_x509_name=cfg.verify_x509_name,
+        tls_version_min=_tls_version(cfg.tls_version_min) or "1.2",
+        tls_version_max=_tls_version(cfg.tls_version_max),
+        tls_cipher=cfg.tls_cipher,
+        tls_ciphersuites=cfg.tls_ciphersuites,
+        tls_groups=cfg.tls_groups,
+    )
+    extra = [(name, value) for name, value in cfg.setenv if name.startswith("UV_")]
+    extra.append(("IV_GUI_VER", "dcoctl"))
+    return ClientSettings(
+        tls=tls,
+        wrap=control_wrap(cfg),
+        proto=proto,
+        data_ciphers=tuple(cfg.data_ciphers),
+        data_ciphers_fallback=cfg.data_ciphers_fallback,
+        username=username,
+        password=password,
+        announce_ekm=cfg.key_derivation != "prf",
+        reneg_sec=cfg.reneg_sec,
+        hand_window=cfg.hand_window,
+        tls_timeout=float(cfg.tls_timeout),
+        tun_mtu=cfg.tun_mtu,
+        pull_filters=tuple(cfg.pull_filters),
+        route_nopull=cfg.route_nopull,
+        extra_peer_info=tuple(extra),
+        tls_crypt_v2=cfg.tls_crypt_v2_key_pem is not None,
+    )
+
+
+def _tls_version(value: str | None) -> str | None:
+    if value is None:
+        return None
+    version = value.split()[0]
+    if version not in ("1.0", "1.1", "1.2", "1.3"):
+        raise ConfigError(f"unsupported TLS version '{value}'")
+    return version
