@@ -38,8 +38,15 @@ class DcoctlRunner:
     def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         """``dcoctl ARGS`` in the namespace; never raises on a non-zero exit."""
         argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "dcoctl", *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env=self.env(), stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
     def write_profile(self, name: str, text: str) -> Path:
         path = self.workdir / f"{name}.ovpn"
@@ -47,13 +54,13 @@ class DcoctlRunner:
         path.chmod(0o600)
         return path
 
-    def up(self, profile: str, name: str, *extra: str,
-           timeout: float = 40) -> subprocess.CompletedProcess[str]:
+    def up(
+        self, profile: str, name: str, *extra: str, timeout: float = 40
+    ) -> subprocess.CompletedProcess[str]:
         """Write ``profile`` and run ``dcoctl up`` on it."""
         path = self.write_profile(name, profile)
         self.started.append(name)
-        return self.run("up", str(path), "--timeout", str(timeout), *extra,
-                        timeout=timeout + 30)
+        return self.run("up", str(path), "--timeout", str(timeout), *extra, timeout=timeout + 30)
 
     def peers(self, name: str) -> dict[str, Any]:
         result = self.run("peers", name, "--json")
@@ -70,12 +77,12 @@ class DcoctlRunner:
         return path.read_text() if path.exists() else ""
 
     def links(self) -> str:
-        return self.pair.run(self.ns, ["ip", "-o", "link"], capture_output=True,
-                             text=True).stdout
+        return self.pair.run(self.ns, ["ip", "-o", "link"], capture_output=True, text=True).stdout
 
     def routes(self, family: str = "-4") -> str:
-        return self.pair.run(self.ns, ["ip", family, "route"], capture_output=True,
-                             text=True).stdout
+        return self.pair.run(
+            self.ns, ["ip", family, "route"], capture_output=True, text=True
+        ).stdout
 
     def cleanup(self) -> None:
         for name in self.started:

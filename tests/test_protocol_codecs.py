@@ -267,7 +267,10 @@ def test_data_channel_key_rotation(cipher: str) -> None:
 def test_tokenizer() -> None:
     # OpenVPN's parse_line: a '#' where a token would start ends the line.
     assert tokenize_line('route 10.0.0.0 255.0.0.0 "vpn gateway" # x') == [
-        "route", "10.0.0.0", "255.0.0.0", "vpn gateway",
+        "route",
+        "10.0.0.0",
+        "255.0.0.0",
+        "vpn gateway",
     ]
     assert tokenize_line("# comment") == [] and tokenize_line("; comment") == []
     assert tokenize_line(r'setenv A "x\"y"') == ["setenv", "A", 'x"y']
