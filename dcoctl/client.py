@@ -12,7 +12,7 @@ import re
 
 from .config import ClientConfig
 from .errors import ConfigError
-from .protocol.session import ClientSettings
+from .protocol.client_session import ClientSettings
 from .protocol.statickey import StaticKey
 from .protocol.tls import TLSSettings
 from .protocol.wrapping import ControlWrap, PlainWrap, TLSAuthWrap, TLSCryptWrap

@@ -34,6 +34,7 @@ from .config import ClientConfig, Remote
 from .datapath import DatapathChoice
 from .errors import DatapathError, DcoctlError
 from .netlink.links import LinkManager, RouteSet, netmask_to_prefixlen
+from .protocol.client_session import ClientSession
 from .protocol.events import (
     ControlMessageReceived,
     Event,
@@ -49,7 +50,7 @@ from .protocol.events import (
 )
 from .protocol.options import PushedOptions
 from .protocol.packet import DATA_OPCODES
-from .protocol.session import ClientSession, SessionState
+from .protocol.session import SessionState
 from .scripts import run_script
 from .transport import TCPTransport, Transport, UDPTransport
 from .userspace.datapath import UserspaceDatapath
