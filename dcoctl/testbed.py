@@ -14,6 +14,7 @@ Everything needs root.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import random
@@ -29,6 +30,12 @@ from types import TracebackType
 from typing import IO, Any, Literal, Self
 
 from .pki import PKI, Identity, make_static_key
+from .protocol.tlscryptv2 import (
+    format_server_key,
+    generate_server_key,
+    make_client_key,
+    parse_server_key,
+)
 
 __all__ = [
     "OPENVPN",
@@ -45,7 +52,9 @@ OPENVPN = shutil.which("openvpn") or "/usr/sbin/openvpn"
 READY_MARKER = "Initialization Sequence Completed"
 
 Proto = Literal["udp", "tcp"]
-Wrap = Literal["tls-auth", "tls-crypt"]
+Wrap = Literal["tls-auth", "tls-crypt", "tls-crypt-v2"]
+#: Who makes tls-crypt-v2 client keys for :meth:`OpenVPNServer.client_profile`.
+ClientKeygen = Literal["openvpn", "dcoctl"]
 
 _LOG_TAIL_LINES = 40
 
@@ -416,6 +425,12 @@ class OpenVPNServer(_OpenVPNProcess):
     manager (starts and waits for readiness, stops on exit) or call
     :meth:`start` / :meth:`stop`. :meth:`client_profile` renders a matching
     inline client ``.ovpn``.
+
+    ``wrap`` selects the control-channel protection. For ``tls-auth`` and
+    ``tls-crypt``, ``static_key`` is the shared static key file text (default:
+    a fresh one). For ``tls-crypt-v2``, ``static_key`` is the *server* key
+    (``-----BEGIN OpenVPN tls-crypt-v2 server key-----``, default: a fresh
+    one) and every :meth:`client_profile` gets its own client key.
     """
 
     def __init__(
@@ -449,7 +464,7 @@ class OpenVPNServer(_OpenVPNProcess):
         super().__init__(netns, workdir, name)
         if proto not in ("udp", "tcp"):
             raise ValueError(f"proto must be 'udp' or 'tcp', not {proto!r}")
-        if wrap not in (None, "tls-auth", "tls-crypt"):
+        if wrap not in (None, "tls-auth", "tls-crypt", "tls-crypt-v2"):
             raise ValueError(f"unknown wrap {wrap!r}")
         self.pki = pki
         self.proto: Proto = proto
@@ -457,9 +472,17 @@ class OpenVPNServer(_OpenVPNProcess):
         self.listen_ipv6 = listen_ipv6
         self.local = local
         self.wrap: Wrap | None = wrap
-        self.static_key_text: str | None = (
-            (static_key or make_static_key()) if wrap is not None else None
-        )
+        self.static_key_text: str | None = None
+        if wrap == "tls-crypt-v2":
+            # Validate early: a bad key should fail here, not inside openvpn.
+            server_key = (
+                parse_server_key(static_key, "static_key")
+                if static_key is not None
+                else generate_server_key()
+            )
+            self.static_key_text = static_key or format_server_key(server_key)
+        elif wrap is not None:
+            self.static_key_text = static_key or make_static_key()
         self.auth_digest = auth_digest
         self.data_ciphers = data_ciphers
         self.reneg_sec = reneg_sec
@@ -534,6 +557,8 @@ class OpenVPNServer(_OpenVPNProcess):
             _write_file(d / "wrap.key", self.static_key_text)
             if self.wrap == "tls-auth":
                 lines.append(f"tls-auth {d / 'wrap.key'} 0")
+            elif self.wrap == "tls-crypt-v2":
+                lines.append(f"tls-crypt-v2 {d / 'wrap.key'}")
             else:
                 lines.append(f"tls-crypt {d / 'wrap.key'}")
         if self.crl_pem is not None:
@@ -556,6 +581,42 @@ class OpenVPNServer(_OpenVPNProcess):
         except FileNotFoundError:
             return ""
 
+    def make_tls_crypt_v2_client_key(
+        self, keygen: ClientKeygen = "openvpn", metadata: bytes | None = None
+    ) -> str:
+        """A new tls-crypt-v2 client key (PEM text) for this server's key.
+
+        ``keygen="openvpn"`` runs the stock binary (the server key is written
+        to ``workdir/wrap.key`` for it); ``"dcoctl"`` uses
+        :func:`~dcoctl.protocol.tlscryptv2.make_client_key`. ``metadata``
+        includes its type byte; with openvpn only type 0x00 is possible.
+        """
+        if self.wrap != "tls-crypt-v2" or self.static_key_text is None:
+            raise ValueError("this server does not use tls-crypt-v2")
+        if keygen == "dcoctl":
+            return make_client_key(parse_server_key(self.static_key_text), metadata)
+        if keygen != "openvpn":
+            raise ValueError(f"unknown tls-crypt-v2 key generator {keygen!r}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        key_path = _write_file(self.workdir / "wrap.key", self.static_key_text)
+        argv = [OPENVPN, "--tls-crypt-v2", str(key_path), "--genkey", "tls-crypt-v2-client"]
+        if metadata is not None:
+            if not metadata or metadata[0] != 0x00:
+                raise ValueError("openvpn's key generator only takes user metadata (type 0x00)")
+            argv.append(base64.b64encode(metadata[1:]).decode("ascii"))
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        match = re.search(
+            r"^-----BEGIN OpenVPN tls-crypt-v2 client key-----$.*?"
+            r"^-----END OpenVPN tls-crypt-v2 client key-----$\n?",
+            proc.stdout,
+            re.MULTILINE | re.DOTALL,
+        )
+        if proc.returncode != 0 or match is None:
+            raise TestbedError(
+                f"openvpn --genkey tls-crypt-v2-client failed: {_tail(proc.stdout + proc.stderr)}"
+            )
+        return match.group(0)
+
     def client_profile(
         self,
         name: str,
@@ -567,12 +628,22 @@ class OpenVPNServer(_OpenVPNProcess):
         data_ciphers: str | None = None,
         auth_user_pass: tuple[str, str] | None = None,
         verb: int = 4,
+        tls_crypt_v2_keygen: ClientKeygen = "openvpn",
+        tls_crypt_v2_metadata: bytes | None = None,
     ) -> str:
         """A ready-to-use inline client ``.ovpn`` for this server.
 
         The client certificate is ``identity`` or else ``pki.issue_client(name)``
         (issued once and remembered in ``pki.clients``). ``auth_user_pass``
         inlines a ``<auth-user-pass>`` block; ``extra_lines`` are appended.
+
+        With ``wrap="tls-crypt-v2"`` a new client key is made for every call
+        and inlined as ``<tls-crypt-v2>``: by ``openvpn --tls-crypt-v2 SRV
+        --genkey tls-crypt-v2-client`` (``tls_crypt_v2_keygen="openvpn"``) or
+        by :func:`dcoctl.protocol.tlscryptv2.make_client_key` (``"dcoctl"``).
+        ``tls_crypt_v2_metadata`` is the full metadata (type byte first;
+        default: the timestamp); openvpn's CLI only takes user metadata
+        (type 0x00), so other types need the ``"dcoctl"`` generator.
         """
         ident = identity if identity is not None else self.pki.issue_client(name)
         client_proto = "udp" if self.proto == "udp" else "tcp-client"
@@ -600,6 +671,11 @@ class OpenVPNServer(_OpenVPNProcess):
         if self.static_key_text is not None:
             if self.wrap == "tls-auth":
                 lines += ["key-direction 1", _inline("tls-auth", self.static_key_text)]
+            elif self.wrap == "tls-crypt-v2":
+                client_key = self.make_tls_crypt_v2_client_key(
+                    tls_crypt_v2_keygen, tls_crypt_v2_metadata
+                )
+                lines.append(_inline("tls-crypt-v2", client_key))
             else:
                 lines.append(_inline("tls-crypt", self.static_key_text))
         if auth_user_pass is not None:

@@ -402,14 +402,16 @@ def test_up_and_down_scripts_get_openvpn_arguments(
     assert down_line.startswith("down hk 1500 0 10.8.0.2  init")
 
 
-def test_second_remote_takes_over(netns_pair: NetnsPair, workdir: Path, pki: PKI,
-                                  dcoctl: DcoctlRunner) -> None:
+def test_second_remote_takes_over(
+    netns_pair: NetnsPair, workdir: Path, pki: PKI, dcoctl: DcoctlRunner
+) -> None:
     with _server(netns_pair, workdir, pki, wrap="tls-crypt") as server:
         profile = server.client_profile("two", netns_pair.server_ip)
         # Nothing listens on 1195: the first remote is refused, the second works.
-        profile = profile.replace(f"remote {netns_pair.server_ip} 1194",
-                                  f"remote {netns_pair.server_ip} 1195\n"
-                                  f"remote {netns_pair.server_ip} 1194")
+        profile = profile.replace(
+            f"remote {netns_pair.server_ip} 1194",
+            f"remote {netns_pair.server_ip} 1195\nremote {netns_pair.server_ip} 1194",
+        )
         result = dcoctl.up(profile, "two", timeout=30)
         assert result.returncode == 0, dcoctl.log("two")
         log = dcoctl.log("two")

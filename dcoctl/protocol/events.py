@@ -8,7 +8,7 @@ Don't subclass these outside this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .keys import DataKeys
 from .options import PushedOptions
@@ -110,6 +110,28 @@ class PingTimeout(Event):
     """Nothing authenticated arrived for ``ping-restart`` seconds."""
 
     seconds: int
+    peer_id: int | None = None
+
+
+@dataclass(frozen=True)
+class AuthenticationRequested(Event):
+    """Server side: the client's key-method message arrived; decide on it.
+
+    Answer with :meth:`ServerSession.accept_client` or ``reject_client``.
+    """
+
+    common_name: str | None
+    username: str | None
+    password: str | None = field(repr=False)
+    peer_info: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PeerEvent(Event):
+    """An event of one client session on a server, tagged with its peer id."""
+
+    peer_id: int
+    event: Event
 
 
 @dataclass(frozen=True)

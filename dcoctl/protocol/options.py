@@ -188,6 +188,15 @@ class PushAccumulator:
         options, self._options = self._options, []
         return self._build(options)
 
+    def feed_all(self, messages: list[str]) -> PushedOptions:
+        """Parse a complete reply given as all its parts (server side echo)."""
+        result = None
+        for message in messages:
+            result = self.feed(message)
+        if result is None:
+            raise RemoteProtocolError("push reply ends with push-continuation 2")
+        return result
+
     def _filtered(self, options: list[str]) -> list[str]:
         kept = []
         for option in options:
@@ -281,3 +290,26 @@ def _apply(result: PushedOptions, tokens: list[str], option: str) -> None:
         result.auth_token_user = args[0]
     else:
         result.foreign.append(option)
+
+
+#: PUSH_BUNDLE_SIZE minus OpenVPN's headroom: the longest single push message.
+PUSH_MESSAGE_LIMIT = 1024 - 84
+
+
+def format_push_replies(options: list[str]) -> list[str]:
+    """Render options as PUSH_REPLY messages, split with ``push-continuation``."""
+    messages: list[str] = []
+    current = "PUSH_REPLY"
+    suffix = ",push-continuation 2"
+    for option in options:
+        if len(current) + 1 + len(option) + len(suffix) > PUSH_MESSAGE_LIMIT and (
+            current != "PUSH_REPLY"
+        ):
+            messages.append(current + suffix)
+            current = "PUSH_REPLY"
+        current += "," + option
+    if messages:
+        messages.append(current + ",push-continuation 1")
+    else:
+        messages.append(current)
+    return messages

@@ -282,10 +282,15 @@ class Session:
         self._current_reset_queued()
 
     def send_control(self, text: str) -> bool:
-        """Send a control-channel message on the newest usable key."""
+        """Send a control-channel message on the newest usable key.
+
+        Usable means our key-method message is written (control messages
+        must follow it inside TLS); it need not be acknowledged yet.
+        """
         for ks in (self._current, self._lame_duck):
-            if ks is not None and ks.phase in (KeyPhase.ACTIVE, KeyPhase.GENERATED):
+            if ks is not None and ks.sent_key:
                 ks.tls.write(text.encode() + b"\x00")
+                self._flush_tls(ks)
                 return True
         return False
 
@@ -401,6 +406,8 @@ class Session:
         ):
             ks.tls.write(push_key_method_2(self._key_method_message(ks)))
             ks.sent_key = True
+        # Queue TLS output now, so get_timer() sees it before packets_to_send().
+        self._flush_tls(ks)
         if (
             ks.phase is KeyPhase.START
             and ks.sent_key
@@ -431,7 +438,8 @@ class Session:
                 self._control_message(ks, text, now)
 
     # -- key states ----------------------------------------------------------
-    def _new_key_state(self, key_id: int, now: float, reset: Opcode) -> KeyState:
+    def _new_key_state(self, key_id: int, now: float, reset: Opcode | None) -> KeyState:
+        """A fresh key state; ``reset`` (if any) is queued as message id 0."""
         source = KeySource(
             self._random(RANDOM_SIZE),
             self._random(RANDOM_SIZE),
@@ -444,7 +452,8 @@ class Session:
             source,
             ReliableSender(initial_timeout=self.settings.tls_timeout),
         )
-        ks.sender.queue(reset, b"")
+        if reset is not None:
+            ks.sender.queue(reset, b"")
         return ks
 
     def _key_state(self, key_id: int) -> KeyState | None:

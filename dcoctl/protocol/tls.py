@@ -54,6 +54,10 @@ class TLSSettings:
     tls_cipher: str | None = None
     tls_ciphersuites: str | None = None
     tls_groups: str | None = None
+    #: Server side: ``verify-client-cert none|optional|require``.
+    verify_client_cert: str = "require"
+    #: ``crl-verify``: PEM CRL(s) of the CA; revoked peers fail verification.
+    crl_pem: str | None = None
 
 
 def load_certificates(pem: str, what: str) -> list[x509.Certificate]:
@@ -272,7 +276,21 @@ def build_context(settings: TLSSettings, *, server: bool, on_verify: VerifyCallb
             ctx.set_tls13_ciphersuites(settings.tls_ciphersuites.encode())
     except SSL.Error as exc:
         raise ConfigError(f"invalid tls-cipher/tls-ciphersuites: {exc}") from None
-    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, on_verify)
+    if settings.crl_pem:
+        for block in re.findall(
+            r"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", settings.crl_pem, re.DOTALL
+        ):
+            try:
+                store.add_crl(x509.load_pem_x509_crl(block.encode()))
+            except ValueError as exc:
+                raise ConfigError(f"crl-verify: unreadable CRL ({exc})") from None
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
+    mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    if server and settings.verify_client_cert == "optional":
+        mode = SSL.VERIFY_PEER
+    elif server and settings.verify_client_cert == "none":
+        mode = SSL.VERIFY_NONE
+    ctx.set_verify(mode, on_verify)
     # A renegotiation is a brand-new TLS session in OpenVPN: no tickets needed.
     ctx.set_options(SSL.OP_NO_TICKET)
     return ctx

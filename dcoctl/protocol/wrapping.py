@@ -56,6 +56,10 @@ class ControlWrap(ABC):
     def fresh(self) -> ControlWrap:
         """A wrapper with the same keys and new replay state (new session)."""
 
+    def skip_send_ids(self, count: int) -> None:
+        """Account for packets sent on our behalf (the stateless reset, B.5)."""
+        del count  # no counter without protection
+
 
 class PlainWrap(ControlWrap):
     """No control-channel protection."""
@@ -90,6 +94,9 @@ class _CountingWrap(ControlWrap):
             self._send_pid = 1
             self._send_time = max(int(now), self._send_time + 1)
         return struct.pack(">II", self._send_pid, self._send_time)
+
+    def skip_send_ids(self, count: int) -> None:
+        self._send_pid += count
 
     def _check_replay(self, pid_time: bytes) -> tuple[int, int]:
         pid, net_time = struct.unpack(">II", pid_time)
