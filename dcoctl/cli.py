@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,7 @@ from . import runtime
 from .config import ClientConfig, load_client_config
 from .datapath import DatapathChoice
 from .errors import ConfigError, DcoctlError
+from .server_config import ServerConfig, is_server_config, load_server_config
 
 log = logging.getLogger("dcoctl")
 
@@ -40,7 +41,18 @@ def _setup_logging(verbosity: int, stream: Any = None) -> None:
     )
 
 
-def choose_datapath(requested: str, cfg: ClientConfig) -> DatapathChoice:
+def load_config(path: Path) -> ClientConfig | ServerConfig:
+    """Load a client profile or a server config, whichever ``path`` holds."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror or exc}", str(path)) from None
+    if is_server_config(text):
+        return load_server_config(path)
+    return load_client_config(path)
+
+
+def choose_datapath(requested: str) -> DatapathChoice:
     """Pick the data path for ``up`` and say why."""
     if requested == "dco":
         raise DcoctlError(
@@ -61,8 +73,10 @@ def main() -> None:
     """OpenVPN-compatible tunnels on Linux (kernel DCO or userspace data path)."""
 
 
-def _credentials(cfg: ClientConfig, interactive: bool) -> tuple[str | None, str | None]:
-    if not cfg.auth_user_pass:
+def _credentials(
+    cfg: ClientConfig | ServerConfig, interactive: bool
+) -> tuple[str | None, str | None]:
+    if isinstance(cfg, ServerConfig) or not cfg.auth_user_pass:
         return None, None
     username, password = cfg.auth_username, cfg.auth_password
     if username is not None and password is not None:
@@ -106,9 +120,9 @@ def up(
 ) -> None:
     """Bring up the tunnel described by CONFIG (an OpenVPN .ovpn/.conf file)."""
     try:
-        cfg = load_client_config(config)
+        cfg = load_config(config)
         instance = runtime.check_name(name or config.stem)
-        choice = choose_datapath(datapath or cfg.datapath, cfg)
+        choice = choose_datapath(datapath or cfg.datapath)
     except (ConfigError, DcoctlError) as exc:
         _fail(str(exc), 2)
         return
@@ -142,7 +156,7 @@ def _read_credentials_from_parent() -> tuple[str | None, str | None] | None:
 
 
 def _run_daemon(
-    cfg: ClientConfig,
+    cfg: ClientConfig | ServerConfig,
     name: str,
     choice: DatapathChoice,
     username: str | None,
@@ -150,6 +164,9 @@ def _run_daemon(
     status_fd: int | None,
 ) -> int:
     from .daemon import ClientDaemon  # deferred: pulls in asyncio and pyroute2
+
+    if TYPE_CHECKING:
+        from .server_daemon import ServerDaemon
 
     _setup_logging(cfg.verb)
     status_file = os.fdopen(status_fd, "w", buffering=1) if status_fd is not None else None
@@ -165,7 +182,13 @@ def _run_daemon(
         elif kind == "error":
             print(f"dcoctl: {text}", file=sys.stderr, flush=True)
 
-    daemon = ClientDaemon(cfg, name, choice, username, password, report)
+    daemon: ClientDaemon | ServerDaemon
+    if isinstance(cfg, ServerConfig):
+        from .server_daemon import ServerDaemon
+
+        daemon = ServerDaemon(cfg, name, choice, report)
+    else:
+        daemon = ClientDaemon(cfg, name, choice, username, password, report)
     try:
         return asyncio.run(daemon.run())
     except DcoctlError as exc:
@@ -175,7 +198,7 @@ def _run_daemon(
 
 def _spawn_daemon(
     config: Path,
-    cfg: ClientConfig,
+    cfg: ClientConfig | ServerConfig,
     name: str,
     choice: DatapathChoice,
     datapath: str | None,

@@ -16,6 +16,7 @@ from .protocol.client_session import ClientSettings
 from .protocol.statickey import StaticKey
 from .protocol.tls import TLSSettings
 from .protocol.wrapping import ControlWrap, PlainWrap, TLSAuthWrap, TLSCryptWrap
+from .server_config import ServerConfig
 
 _TLS_CRYPT_V2_CLIENT = re.compile(
     r"-----BEGIN OpenVPN tls-crypt-v2 client key-----(.+?)"
@@ -100,3 +101,12 @@ def _tls_version(value: str | None) -> str | None:
     if version not in ("1.0", "1.1", "1.2", "1.3"):
         raise ConfigError(f"unsupported TLS version '{value}'")
     return version
+
+
+def control_wrap_for_server(cfg: ServerConfig) -> ControlWrap:
+    """The server's control-channel wrapping (tls-crypt-v2 is per client)."""
+    if cfg.tls_crypt_key is not None:
+        return TLSCryptWrap(cfg.tls_crypt_key, is_server=True)
+    if cfg.tls_auth_key is not None:
+        return TLSAuthWrap(cfg.tls_auth_key, cfg.key_direction, cfg.auth)
+    return PlainWrap()

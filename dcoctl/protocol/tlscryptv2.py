@@ -112,11 +112,14 @@ def _pem_encode(label: str, data: bytes) -> str:
     return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n"
 
 
-def _pem_decode(text: str, label: str, source: str, what: str) -> bytes:
+def _pem_decode(
+    text: str, label: str, source: str, what: str, first_line: int | None = None
+) -> bytes:
     """The base64 payload of the first ``label`` PEM block in ``text``.
 
     Text around the block is ignored. Errors are :class:`ConfigError` naming
-    ``source`` and, where it helps, the line.
+    ``source`` and, if ``first_line`` (the line of ``source`` where ``text``
+    starts) is known, the line of the BEGIN marker.
     """
     begin_line, end_line = f"-----BEGIN {label}-----", f"-----END {label}-----"
     lines = text.splitlines()
@@ -128,6 +131,7 @@ def _pem_decode(text: str, label: str, source: str, what: str) -> bytes:
         if f"-----BEGIN {other}-----" in text:
             hint = f" (this is a {other.removeprefix('OpenVPN ')}, not a {what})"
         raise ConfigError(f"no '{begin_line}' line in {what}{hint}", source) from None
+    where = first_line + begin if first_line is not None else None
     chunks: list[str] = []
     for i in range(begin + 1, len(lines)):
         stripped = lines[i].strip()
@@ -135,11 +139,11 @@ def _pem_decode(text: str, label: str, source: str, what: str) -> bytes:
             break
         chunks.append("".join(stripped.split()))
     else:
-        raise ConfigError(f"no '{end_line}' line in {what}", source, begin + 1)
+        raise ConfigError(f"no '{end_line}' line in {what}", source, where)
     try:
         return base64.b64decode("".join(chunks), validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError(f"{what} is not valid base64", source, begin + 1) from None
+        raise ConfigError(f"{what} is not valid base64", source, where) from None
 
 
 # -- server key --------------------------------------------------------------
@@ -150,13 +154,16 @@ def generate_server_key() -> TLSCryptV2ServerKey:
     return TLSCryptV2ServerKey(os.urandom(SERVER_KEY_SIZE))
 
 
-def parse_server_key(text: str, source: str = "<tls-crypt-v2 server key>") -> TLSCryptV2ServerKey:
+def parse_server_key(
+    text: str, source: str = "<tls-crypt-v2 server key>", first_line: int | None = None
+) -> TLSCryptV2ServerKey:
     """Parse a ``-----BEGIN OpenVPN tls-crypt-v2 server key-----`` file.
 
-    Raises :class:`ConfigError` (naming ``source``) for a missing block, bad
-    base64 or a payload that is not 128 bytes.
+    Raises :class:`ConfigError` (naming ``source``, and a line if
+    ``first_line`` says where ``text`` starts in it) for a missing block,
+    bad base64 or a payload that is not 128 bytes.
     """
-    data = _pem_decode(text, SERVER_KEY_LABEL, source, "tls-crypt-v2 server key")
+    data = _pem_decode(text, SERVER_KEY_LABEL, source, "tls-crypt-v2 server key", first_line)
     if len(data) != SERVER_KEY_SIZE:
         raise ConfigError(
             f"tls-crypt-v2 server key holds {len(data)} bytes, expected {SERVER_KEY_SIZE}",
@@ -232,16 +239,17 @@ def make_client_key(
 
 
 def parse_client_key(
-    text: str, source: str = "<tls-crypt-v2 client key>"
+    text: str, source: str = "<tls-crypt-v2 client key>", first_line: int | None = None
 ) -> tuple[StaticKey, bytes]:
     """Split a tls-crypt-v2 client key file into (Kc, WKc).
 
     WKc stays opaque to the client, but its length field must match its size
     and it must lie within OpenVPN's limits (290..1024 bytes); anything else
-    is a :class:`ConfigError` naming ``source``.
+    is a :class:`ConfigError` naming ``source`` (and a line if ``first_line``
+    says where ``text`` starts in it, e.g. an inline ``<tls-crypt-v2>`` block).
     """
     what = "tls-crypt-v2 client key"
-    raw = _pem_decode(text, CLIENT_KEY_LABEL, source, what)
+    raw = _pem_decode(text, CLIENT_KEY_LABEL, source, what, first_line)
     wkc = raw[STATIC_KEY_SIZE:]
     if len(wkc) < WKC_MIN_SIZE:
         raise ConfigError(f"{what} too short ({len(raw)} bytes)", source)
