@@ -429,3 +429,53 @@ def demo(seconds: int, keep_logs: bool) -> None:
         run_demo(seconds, keep_logs)
     except TestbedError as exc:
         _fail(str(exc))
+
+
+@main.command()
+@click.argument(
+    "kind",
+    type=click.Choice(
+        ["secret", "tls-auth", "tls-crypt", "tls-crypt-v2-server", "tls-crypt-v2-client"]
+    ),
+)
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--server-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="tls-crypt-v2 server key (for tls-crypt-v2-client).",
+)
+@click.option("--metadata", help="User metadata for a tls-crypt-v2 client key (text).")
+def genkey(kind: str, output: str, server_key: str | None, metadata: str | None) -> None:
+    """Generate keys in the formats of 'openvpn --genkey'.
+
+    OUTPUT is a file (created with mode 0600) or '-' for stdout.
+    """
+    from .protocol.statickey import StaticKey, format_static_key
+    from .protocol.tlscryptv2 import (
+        format_server_key,
+        generate_server_key,
+        make_client_key,
+        parse_server_key,
+    )
+
+    if kind == "tls-crypt-v2-server":
+        text = format_server_key(generate_server_key())
+    elif kind == "tls-crypt-v2-client":
+        if server_key is None:
+            _fail("tls-crypt-v2-client needs --server-key FILE", 2)
+            return
+        try:
+            key = parse_server_key(Path(server_key).read_text(), server_key)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+            return
+        data = b"\x00" + metadata.encode() if metadata is not None else None
+        text = make_client_key(key, data)
+    else:
+        text = format_static_key(StaticKey(os.urandom(256)))
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

@@ -6,46 +6,19 @@ place where ``.ovpn`` directives become :class:`ClientSettings`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-
 from .config import ClientConfig
 from .errors import ConfigError
 from .protocol.client_session import ClientSettings
-from .protocol.statickey import StaticKey
 from .protocol.tls import TLSSettings
+from .protocol.tlscryptv2 import parse_client_key
 from .protocol.wrapping import ControlWrap, PlainWrap, TLSAuthWrap, TLSCryptWrap
 from .server_config import ServerConfig
-
-_TLS_CRYPT_V2_CLIENT = re.compile(
-    r"-----BEGIN OpenVPN tls-crypt-v2 client key-----(.+?)"
-    r"-----END OpenVPN tls-crypt-v2 client key-----",
-    re.DOTALL,
-)
-
-
-def parse_tls_crypt_v2_client_key(text: str, source: str) -> tuple[StaticKey, bytes]:
-    """Split a tls-crypt-v2 client key file into Kc and the wrapped key WKc."""
-    match = _TLS_CRYPT_V2_CLIENT.search(text)
-    if match is None:
-        raise ConfigError("tls-crypt-v2: no 'OpenVPN tls-crypt-v2 client key' block", source)
-    try:
-        raw = base64.b64decode("".join(match.group(1).split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError("tls-crypt-v2: client key is not valid base64", source) from None
-    if len(raw) < 256 + 2 + 32:
-        raise ConfigError("tls-crypt-v2: client key too short", source)
-    wkc = raw[256:]
-    if int.from_bytes(wkc[-2:], "big") != len(wkc):
-        raise ConfigError("tls-crypt-v2: wrapped client key has a bad length field", source)
-    return StaticKey(raw[:256]), wkc
 
 
 def control_wrap(cfg: ClientConfig) -> ControlWrap:
     """The control-channel wrapping the profile asks for."""
     if cfg.tls_crypt_v2_key_pem is not None:
-        key, wkc = parse_tls_crypt_v2_client_key(cfg.tls_crypt_v2_key_pem, cfg.source)
+        key, wkc = parse_client_key(cfg.tls_crypt_v2_key_pem, cfg.source)
         return TLSCryptWrap(key, is_server=False, wkc=wkc, early_negotiation=True)
     if cfg.tls_crypt_key is not None:
         return TLSCryptWrap(cfg.tls_crypt_key, is_server=False)

@@ -22,7 +22,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from . import runtime
@@ -45,14 +45,33 @@ from .protocol.events import (
     TLSEstablished,
 )
 from .protocol.handshake import HandshakeAccept, HandshakeReply, StatelessResponder
-from .protocol.packet import DATA_OPCODES, Opcode, pull_control_body
+from .protocol.packet import (
+    DATA_OPCODES,
+    EARLY_NEG_FLAG_RESEND_WKC,
+    TLV_TYPE_EARLY_NEG_FLAGS,
+    Opcode,
+    pull_control_body,
+)
 from .protocol.server_session import ServerSession, ServerSettings
 from .protocol.session import SessionState
 from .protocol.tls import TLSSettings
+from .protocol.tlscryptv2 import parse_server_key, split_wkc, unwrap_client_key
+from .protocol.wrapping import EARLY_NEG_START, ControlWrap, TLSCryptWrap
 from .server_config import CcdEntry, ServerConfig, load_ccd_entry
 from .userspace.server_datapath import ServerDatapath
 
 log = logging.getLogger("dcoctl")
+
+_WKC_OPCODES = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V3, Opcode.CONTROL_WKC_V1})
+#: HARD_RESET_SERVER_V2 payload asking an early-negotiation client to resend WKc.
+_RESEND_WKC_TLV = struct.pack(">HHH", TLV_TYPE_EARLY_NEG_FLAGS, 2, EARLY_NEG_FLAG_RESEND_WKC)
+
+
+def _early_negotiation(packet: bytes) -> bool:
+    """Does a tls-crypt wrapped reset carry an early-negotiation packet id (B.4)?"""
+    pid = int.from_bytes(packet[9:13], "big") if len(packet) >= 13 else 0
+    return pid & 0xFF000000 == EARLY_NEG_START
+
 
 Address = tuple[Any, ...]
 
@@ -165,6 +184,11 @@ class ServerDaemon:
         self.ifname = cfg.dev if cfg.dev not in ("tun", "") else name
         self.settings = self._settings()
         self.responder = StatelessResponder(self.settings.wrap, cfg.hand_window)
+        self._v2_key = (
+            parse_server_key(cfg.tls_crypt_v2_key_pem, cfg.source)
+            if cfg.tls_crypt_v2_key_pem
+            else None
+        )
         self.clients: dict[int, ClientInstance] = {}
         self._by_addr: dict[bytes, ClientInstance] = {}
         self._pool4: dict[ipaddress.IPv4Address, int] = {}
@@ -347,11 +371,34 @@ class ServerDaemon:
             if inst is not None:
                 self.datapath.receive(inst.peer_id, data)
             return
+        wrap = None
+        if opcode in _WKC_OPCODES:
+            try:
+                data, wrap = self._client_wrap(data)
+            except RemoteProtocolError as exc:
+                self.dropped_handshakes += 1
+                log.debug("%s: bad tls-crypt-v2 packet from %s: %s", self.name, addr[0], exc)
+                return
         if inst is not None:
             inst.session.receive_packet(data, now)
             self._after_input(inst)
             return
-        outcome = self.responder.handle(data, _address_key(addr), now)
+        if wrap is not None and opcode == Opcode.CONTROL_HARD_RESET_CLIENT_V3:
+            if not _early_negotiation(data):
+                # An older tls-crypt-v2 client cannot resend its key: accept it
+                # statefully, as OpenVPN does unless force-cookie is set.
+                if self.cfg.tls_crypt_v2_force_cookie:
+                    self.dropped_handshakes += 1
+                    return
+                self._stateful_start(data, wrap, addr, now)
+                return
+        outcome = self.responder.handle(
+            data,
+            _address_key(addr),
+            now,
+            wrap=wrap,
+            reply_payload=_RESEND_WKC_TLV if wrap is not None else b"",
+        )
         if isinstance(outcome, HandshakeReply):
             if self._udp is not None and self._udp.transport is not None:
                 self._udp.transport.sendto(outcome.packet, addr)
@@ -363,19 +410,51 @@ class ServerDaemon:
             def send(packet: bytes, _addr: Address = addr) -> None:
                 transport.sendto(packet, _addr)
 
-            self._new_client(outcome.packet, outcome.cookie, send, addr, "udp", now)
+            self._new_client(outcome.packet, outcome.cookie, send, addr, "udp", now, outcome.wrap)
         else:
             self.dropped_handshakes += 1
             log.debug("%s: dropped packet from %s: %s", self.name, addr[0], outcome.reason)
+
+    def _client_wrap(self, data: bytes) -> tuple[bytes, ControlWrap]:
+        """Strip WKc from a tls-crypt-v2 packet; the wrap made from the client's key."""
+        if self._v2_key is None:
+            raise RemoteProtocolError("tls-crypt-v2 packet but no tls-crypt-v2 server key")
+        front, wkc = split_wkc(data)
+        kc, _metadata = unwrap_client_key(self._v2_key, wkc)
+        return front, TLSCryptWrap(kc, is_server=True)
+
+    def _stateful_start(self, data: bytes, wrap: ControlWrap, addr: Address, now: float) -> None:
+        try:
+            prefix, body = wrap.fresh().unwrap(data, now)
+            packet = pull_control_body(prefix, body)
+        except RemoteProtocolError as exc:
+            self.dropped_handshakes += 1
+            log.debug("%s: dropped packet from %s: %s", self.name, addr[0], exc)
+            return
+        udp = self._udp
+        assert udp is not None and udp.transport is not None
+        transport = udp.transport
+
+        def send(packet: bytes, _addr: Address = addr) -> None:
+            transport.sendto(packet, _addr)
+
+        self._new_client(packet, None, send, addr, "udp", now, wrap)
 
     def tcp_received(self, conn: _TCPClient, data: bytes) -> None:
         """A whole record on a TCP connection."""
         now = time.time()
         inst = conn.instance
+        wrap: ControlWrap | None = None
+        if data[0] >> 3 in _WKC_OPCODES:
+            try:
+                data, wrap = self._client_wrap(data)
+            except RemoteProtocolError as exc:
+                conn._abort(f"bad tls-crypt-v2 packet ({exc})")  # noqa: SLF001
+                return
         if inst is None:
             try:
-                wrap = self.settings.wrap.fresh()
-                prefix, body = wrap.unwrap(data, now)
+                wrap = wrap or self.settings.wrap
+                prefix, body = wrap.fresh().unwrap(data, now)
                 packet = pull_control_body(prefix, body)
             except (RemoteProtocolError, IndexError) as exc:
                 conn._abort(f"bad first packet ({exc})")  # noqa: SLF001
@@ -386,7 +465,7 @@ class ServerDaemon:
             ):
                 conn._abort("first packet is not a client reset")  # noqa: SLF001
                 return
-            conn.instance = self._new_client(packet, None, conn.send, conn.peer, "tcp", now)
+            conn.instance = self._new_client(packet, None, conn.send, conn.peer, "tcp", now, wrap)
             if conn.instance is not None:
                 conn.instance.tcp = conn.transport
             return
@@ -404,6 +483,7 @@ class ServerDaemon:
         addr: Address,
         transport: str,
         now: float,
+        wrap: ControlWrap | None = None,
     ) -> ClientInstance | None:
         if len(self.clients) >= self.cfg.max_clients:
             log.warning(
@@ -412,7 +492,8 @@ class ServerDaemon:
             return None
         peer_id = next(i for i in range(len(self.clients) + 1) if i not in self.clients)
         try:
-            session = ServerSession(self.settings, packet, now, cookie=cookie)
+            settings = self.settings if wrap is None else replace(self.settings, wrap=wrap)
+            session = ServerSession(settings, packet, now, cookie=cookie)
         except RemoteProtocolError as exc:
             log.debug("%s: bad session start from %s: %s", self.name, addr[0], exc)
             return None

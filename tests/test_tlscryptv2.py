@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import struct
 import subprocess
 import time
@@ -15,7 +16,6 @@ import pytest
 from dcoctl.errors import ConfigError, RemoteProtocolError
 from dcoctl.pki import PKI
 from dcoctl.protocol.packet import ControlPacket, Opcode, push_control_body
-from dcoctl.protocol.statickey import StaticKey
 from dcoctl.protocol.tlscryptv2 import (
     METADATA_TYPE_TIMESTAMP,
     TLSCryptV2ServerKey,
@@ -203,8 +203,13 @@ def test_client_key_parse_errors() -> None:
     assert parse_client_key(_client_pem(raw))[1] == raw[256:]
     with pytest.raises(ConfigError, match="server key"):
         parse_client_key(format_server_key(server_key), "c.ovpn")
-    with pytest.raises(ConfigError, match="base64"):
+    with pytest.raises(ConfigError, match="base64") as info:
         parse_client_key(_client_pem(raw).replace("\n", "\n*", 1), "c.ovpn")
+    assert info.value.line is None  # no line unless we know where the text starts
+    inline = "# comment\n" + _client_pem(raw).replace("\n", "\n*", 1)
+    with pytest.raises(ConfigError, match="base64") as info:
+        parse_client_key(inline, "c.ovpn", first_line=40)
+    assert str(info.value).startswith("c.ovpn:41: ")  # the BEGIN line
     with pytest.raises(ConfigError, match="too short"):
         parse_client_key(_client_pem(raw[:256] + struct.pack(">H", 34) + b"t" * 32))
     with pytest.raises(ConfigError, match="length field"):
@@ -325,7 +330,9 @@ def test_stock_client_with_tls_crypt_v2(
     ) as server:
         assert f"tls-crypt-v2 {tmp_path / 'server' / 'wrap.key'}" in server.config_path.read_text()
         profile = server.client_profile(
-            "client", netns_pair.server_ip, tls_crypt_v2_keygen=keygen  # type: ignore[arg-type]
+            "client",
+            netns_pair.server_ip,
+            tls_crypt_v2_keygen=keygen,  # type: ignore[arg-type]
         )
         assert "<tls-crypt-v2>" in profile and "<tls-crypt>" not in profile
         with OpenVPNClient(netns_pair.ns_client, tmp_path / "client", profile):
@@ -333,7 +340,9 @@ def test_stock_client_with_tls_crypt_v2(
             assert ping.returncode == 0, ping.stdout + ping.stderr
         # The server really ran tls-crypt-v2 with this client's key.
         log = server.log_text()
-        assert "tls-crypt-v2" in log.lower() or "P_CONTROL_HARD_RESET_CLIENT_V3" in log
+        assert re.search(
+            rf"{re.escape(netns_pair.client_ip)}:\d+ Control Channel: using tls-crypt-v2 key", log
+        )
 
 
 @pytest.fixture
@@ -347,8 +356,9 @@ def dcoctl(netns_pair: NetnsPair, tmp_path: Path) -> Iterator[DcoctlRunner]:
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
+@pytest.mark.parametrize("keygen", ["dcoctl", "openvpn"])
 def test_dcoctl_client_with_tls_crypt_v2(
-    pki: PKI, netns_pair: NetnsPair, tmp_path: Path, dcoctl: DcoctlRunner, proto: str
+    pki: PKI, netns_pair: NetnsPair, tmp_path: Path, dcoctl: DcoctlRunner, proto: str, keygen: str
 ) -> None:
     server_text, _ = openvpn_server_key(tmp_path)
     with OpenVPNServer(
@@ -358,14 +368,22 @@ def test_dcoctl_client_with_tls_crypt_v2(
         proto=proto,  # type: ignore[arg-type]
         wrap="tls-crypt-v2",
         static_key=server_text,
-        verb=5,
+        verb=7,  # logs the stateless-handshake decision
     ) as server:
-        profile = server.client_profile("tcv2", netns_pair.server_ip, tls_crypt_v2_keygen="dcoctl")
+        profile = server.client_profile(
+            "tcv2",
+            netns_pair.server_ip,
+            tls_crypt_v2_keygen=keygen,  # type: ignore[arg-type]
+        )
         result = dcoctl.up(profile, "tcv2", timeout=30)
         assert result.returncode == 0, (
             result.stdout + result.stderr + dcoctl.log("tcv2") + server.log_text()[-4000:]
         )
         ping = _ping(netns_pair, netns_pair.ns_client, server.tunnel_ip)
         assert ping.returncode == 0, ping.stdout + ping.stderr
+        if proto == "udp":
+            # Early negotiation worked: the 2.6 server stayed stateless until
+            # our P_CONTROL_WKC_V1 echoed its cookie (reference B.4/B.5).
+            assert "Valid packet (P_CONTROL_WKC_V1) with HMAC challenge" in server.log_text()
         down = dcoctl.down("tcv2")
         assert down.returncode == 0, down.stderr

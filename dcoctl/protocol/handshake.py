@@ -75,12 +75,18 @@ class StatelessResponder:
         return sid if any(sid) else b"\x01" + sid[1:]
 
     def handle(
-        self, data: bytes, address: bytes, now: float, wrap: ControlWrap | None = None
+        self,
+        data: bytes,
+        address: bytes,
+        now: float,
+        wrap: ControlWrap | None = None,
+        reply_payload: bytes = b"",
     ) -> HandshakeOutcome:
         """Process a control packet from an address that has no session.
 
         ``address`` is any stable encoding of the source (IP and port);
-        ``wrap`` overrides the wrapping (tls-crypt-v2: the client's own key).
+        ``wrap`` overrides the wrapping (tls-crypt-v2: the client's own key);
+        ``reply_payload`` goes into our reset (early-negotiation TLVs, B.4).
         """
         template = wrap or self._wrap
         try:
@@ -96,7 +102,13 @@ class StatelessResponder:
                 return HandshakeDrop("malformed client reset")
             sid = self.cookie(address, packet.session_id, slot)
             reply = ControlPacket(
-                Opcode.CONTROL_HARD_RESET_SERVER_V2, 0, sid, (0,), packet.session_id, 0, b""
+                Opcode.CONTROL_HARD_RESET_SERVER_V2,
+                0,
+                sid,
+                (0,),
+                packet.session_id,
+                0,
+                reply_payload,
             )
             wire = template.fresh().wrap(reply.prefix, push_control_body(reply), now)
             return HandshakeReply(wire)
