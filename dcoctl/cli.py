@@ -372,6 +372,7 @@ def render_instance(instance: dict[str, Any]) -> str:
         lines += [
             "",
             click.style("peer", bold=True) + f": {peer['peer_id']}",
+            *([f"  common name: {peer['common_name']}"] if peer.get("common_name") else []),
             f"  endpoint: {peer['remote']} ({peer.get('proto')})",
             f"  state: {peer.get('state')}",
             f"  vpn address: {peer['vpn_ipv4'] or '-'}"

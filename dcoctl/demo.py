@@ -3,8 +3,9 @@
 Two network namespaces joined by a veth pair (198.18.0.0/15), a throwaway
 PKI, a server in one namespace and ``dcoctl up`` in the other; then a ping,
 a short throughput figure, ``dcoctl peers``, ``dcoctl down``, and everything
-removed again, also on Ctrl-C. Until dcoctl has a server mode the server is
-Debian's stock ``openvpn``.
+removed again, also on Ctrl-C. Both ends are dcoctl: ``dcoctl up server.conf``
+in one namespace and ``dcoctl up demo.ovpn`` in the other, from the same
+OpenVPN-style configuration files a stock ``openvpn`` would read.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from .pki import make_pki
-from .testbed import NetnsPair, OpenVPNServer, require_root_and_tools
+from .pki import PKI, make_pki, make_static_key
+from .testbed import NetnsPair, require_root_and_tools
 
 
 def _step(text: str) -> None:
@@ -29,10 +30,10 @@ def _step(text: str) -> None:
 
 
 def _dcoctl(
-    pair: NetnsPair, runtime_dir: Path, *args: str, check: bool = True
+    ns: str, runtime_dir: Path, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DCOCTL_RUNTIME_DIR=str(runtime_dir))
-    argv = ["ip", "netns", "exec", pair.ns_client, sys.executable, "-m", "dcoctl", *args]
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "dcoctl", *args]
     result = subprocess.run(
         argv, capture_output=True, text=True, env=env, check=False, stdin=subprocess.DEVNULL
     )
@@ -74,11 +75,64 @@ def _throughput(pair: NetnsPair, server_ip: str, seconds: int) -> str:
         server.wait()
 
 
+def _inline(tag: str, text: str) -> str:
+    return f"<{tag}>\n{text.strip()}\n</{tag}>"
+
+
+def server_config(pki: PKI, static_key: str) -> str:
+    """A Debian-sample-style server.conf with inline PKI and tls-crypt."""
+    return (
+        "\n".join(
+            [
+                "port 1194",
+                "proto udp",
+                "dev tun",
+                "topology subnet",
+                "server 10.8.0.0 255.255.255.0",
+                "keepalive 10 60",
+                "dh none",
+                "explicit-exit-notify 1",
+                "verb 3",
+                _inline("ca", pki.ca_cert_pem),
+                _inline("cert", pki.server.cert_pem),
+                _inline("key", pki.server.key_pem),
+                _inline("tls-crypt", static_key),
+            ]
+        )
+        + "\n"
+    )
+
+
+def client_profile(pki: PKI, name: str, server_ip: str, static_key: str) -> str:
+    """The matching client .ovpn, as a provider would hand it out."""
+    ident = pki.issue_client(name)
+    return (
+        "\n".join(
+            [
+                "client",
+                "dev tun",
+                "proto udp",
+                f"remote {server_ip} 1194",
+                "nobind",
+                "remote-cert-tls server",
+                f"verify-x509-name {pki.server.common_name} name",
+                "explicit-exit-notify 1",
+                "verb 3",
+                _inline("ca", pki.ca_cert_pem),
+                _inline("cert", ident.cert_pem),
+                _inline("key", ident.key_pem),
+                _inline("tls-crypt", static_key),
+            ]
+        )
+        + "\n"
+    )
+
+
 def run_demo(seconds: int = 3, keep_logs: bool = False) -> None:
     """Build the demo, show it working, tear it all down."""
     require_root_and_tools()
     workdir = Path(tempfile.mkdtemp(prefix="dcoctl-demo-"))
-    runtime_dir = workdir / "run"
+    server_run, client_run = workdir / "run-server", workdir / "run-client"
     try:
         _step("creating two network namespaces joined by a veth pair")
         with NetnsPair(prefix="demo") as pair:
@@ -88,39 +142,52 @@ def run_demo(seconds: int = 3, keep_logs: bool = False) -> None:
             )
             _step("creating a throwaway PKI (CA, server and client certificates)")
             pki = make_pki()
-            _step("starting a stock OpenVPN 2.6 server (UDP, tls-crypt) as the peer")
-            with OpenVPNServer(pair.ns_server, workdir, pki, wrap="tls-crypt") as server:
-                profile = workdir / "demo.ovpn"
-                profile.write_text(server.client_profile("demo", pair.server_ip))
-                profile.chmod(0o600)
-                _step(f"dcoctl up {profile.name}")
-                up = _dcoctl(pair, runtime_dir, "up", str(profile), "--timeout", "30")
-                click.echo(up.stdout.rstrip())
-                try:
-                    _step(f"ping {server.tunnel_ip} through the tunnel")
-                    ping = pair.run(
-                        pair.ns_client,
-                        ["ping", "-c", "3", "-i", "0.3", server.tunnel_ip],
-                        capture_output=True,
-                        text=True,
-                    )
-                    summary = [
-                        line
-                        for line in ping.stdout.splitlines()
-                        if re.search(r"packet loss|rtt", line)
-                    ]
-                    click.echo("    " + "\n    ".join(summary))
-                    if ping.returncode != 0:
-                        raise click.ClickException("ping through the tunnel failed")
-                    _step("throughput")
-                    click.echo("    " + _throughput(pair, server.tunnel_ip, seconds))
-                    _step("dcoctl peers")
-                    click.echo(_dcoctl(pair, runtime_dir, "peers").stdout.rstrip())
-                finally:
-                    _step("dcoctl down demo")
-                    click.echo(
-                        _dcoctl(pair, runtime_dir, "down", "demo", check=False).stdout.rstrip()
-                    )
+            static_key = make_static_key()
+            server_conf = workdir / "server.conf"
+            server_conf.write_text(server_config(pki, static_key))
+            profile = workdir / "demo.ovpn"
+            profile.write_text(client_profile(pki, "demo", pair.server_ip, static_key))
+            for path in (server_conf, profile):
+                path.chmod(0o600)
+            _step("dcoctl up server.conf (server namespace)")
+            click.echo(
+                _dcoctl(
+                    pair.ns_server, server_run, "up", str(server_conf), "--timeout", "30"
+                ).stdout.rstrip()
+            )
+            try:
+                _step("dcoctl up demo.ovpn (client namespace)")
+                click.echo(
+                    _dcoctl(
+                        pair.ns_client, client_run, "up", str(profile), "--timeout", "30"
+                    ).stdout.rstrip()
+                )
+                _step("ping 10.8.0.1 through the tunnel")
+                ping = pair.run(
+                    pair.ns_client,
+                    ["ping", "-c", "3", "-i", "0.3", "10.8.0.1"],
+                    capture_output=True,
+                    text=True,
+                )
+                summary = [
+                    line for line in ping.stdout.splitlines() if re.search(r"packet loss|rtt", line)
+                ]
+                click.echo("    " + "\n    ".join(summary))
+                if ping.returncode != 0:
+                    raise click.ClickException("ping through the tunnel failed")
+                _step("throughput")
+                click.echo("    " + _throughput(pair, "10.8.0.1", seconds))
+                _step("dcoctl peers (client side)")
+                click.echo(_dcoctl(pair.ns_client, client_run, "peers").stdout.rstrip())
+                _step("dcoctl peers (server side)")
+                click.echo(_dcoctl(pair.ns_server, server_run, "peers").stdout.rstrip())
+            finally:
+                _step("dcoctl down demo; dcoctl down server")
+                for ns, run, name in (
+                    (pair.ns_client, client_run, "demo"),
+                    (pair.ns_server, server_run, "server"),
+                ):
+                    click.echo(_dcoctl(ns, run, "down", name, check=False).stdout.rstrip())
             _step("removing namespaces")
         click.echo(click.style("demo finished: everything it created is gone", fg="green"))
     finally:

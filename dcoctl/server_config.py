@@ -36,6 +36,7 @@ from .config import (
     _MAX_FILE_SIZE,
     _TAG,
     AEAD_CIPHERS,
+    ALIASES,
     DEFAULT_DATA_CIPHERS,
     IGNORED_DIRECTIVES,
     INLINE_DIRECTIVES,
@@ -523,6 +524,8 @@ class _ServerParser(_Parser):
             raise self.error(f"'{d.name}' cannot be given as an inline <{d.name}> block", d.line)
         handler(self, d)
         self.lines[d.name] = d.line
+        if d.name in ALIASES:
+            self.lines[ALIASES[d.name]] = d.line
 
     def unknown(self, d: _Directive, optional: bool) -> None:
         if optional or d.name in self.ignore_unknown:

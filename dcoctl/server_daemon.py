@@ -669,7 +669,7 @@ class ServerDaemon:
         ccd = None
         if problem is None and cfg.client_config_dir is not None and name is not None:
             try:
-                ccd = load_ccd_entry(cfg.client_config_dir, name)
+                ccd = load_ccd_entry(cfg.client_config_dir, name, exclusive=cfg.ccd_exclusive)
             except DcoctlError as exc:
                 log.error("%s: %s", self.name, exc)
                 problem = "client configuration error"
@@ -783,10 +783,10 @@ class ServerDaemon:
                     return "address pool exhausted"
         self._pool4[address] = inst.peer_id
         inst.vpn_ipv4 = address
-        if cfg.server_ipv6_network is not None:
-            net6 = ipaddress.IPv6Network(cfg.server_ipv6_network, strict=False)
+        if cfg.pool_ipv6_start is not None:
+            # OpenVPN pairs the pools: the n-th IPv4 address gets the n-th IPv6 one.
             index = int(address) - int(ipaddress.IPv4Address(cfg.pool_start or address))
-            inst.vpn_ipv6 = net6.network_address + 0x1000 + index
+            inst.vpn_ipv6 = ipaddress.IPv6Address(cfg.pool_ipv6_start) + index
             self._pool6[inst.vpn_ipv6] = inst.peer_id
         return None
 
