@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, cast
 
 from . import runtime
@@ -57,7 +58,7 @@ from .protocol.session import SessionState
 from .protocol.tls import TLSSettings
 from .protocol.tlscryptv2 import parse_server_key, split_wkc, unwrap_client_key
 from .protocol.wrapping import EARLY_NEG_START, ControlWrap, TLSCryptWrap
-from .server_config import CcdEntry, ServerConfig, load_ccd_entry
+from .server_config import CcdEntry, ServerConfig, load_ccd_entry, parse_ccd
 from .userspace.server_datapath import ServerDatapath
 
 log = logging.getLogger("dcoctl")
@@ -200,6 +201,69 @@ class ServerDaemon:
         self._state = runtime.InstanceState(name, os.getpid(), runtime.netns_id(), cfg.source)
         self.dropped_handshakes = 0
         self.started = time.time()
+        self._persisted = self._load_pool()
+
+    # -- ifconfig-pool-persist and status files ------------------------------------
+    def _load_pool(self) -> dict[str, ipaddress.IPv4Address]:
+        """``common_name,address`` lines, as OpenVPN's ipp.txt holds them."""
+        path = self.cfg.ifconfig_pool_persist
+        result: dict[str, ipaddress.IPv4Address] = {}
+        if path is None or not path.exists():
+            return result
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            parts = line.strip().split(",")
+            if len(parts) < 2 or not parts[0]:
+                continue
+            try:
+                result[parts[0]] = ipaddress.IPv4Address(parts[1])
+            except ValueError:
+                log.warning("%s:%d: ignoring invalid pool entry", path, number)
+        return result
+
+    def _save_pool(self) -> None:
+        path = self.cfg.ifconfig_pool_persist
+        if path is None:
+            return
+        lines = [f"{name},{address}," for name, address in sorted(self._persisted.items())]
+        try:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("\n".join(lines) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("%s: cannot write %s: %s", self.name, path, exc)
+
+    def write_status(self) -> None:
+        """``status FILE``: OpenVPN's version-1 status format, rewritten in place."""
+        path = self.cfg.status_file
+        if path is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        rows = [
+            "OpenVPN CLIENT LIST",
+            f"Updated,{stamp}",
+            "Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since",
+        ]
+        routes = ["ROUTING TABLE", "Virtual Address,Common Name,Real Address,Last Ref"]
+        for peer in self.status()["peers"]:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(peer["connected_since"] or 0))
+            rows.append(
+                f"{peer['common_name']},{peer['remote']},{peer['rx_bytes']},"
+                f"{peer['tx_bytes']},{since}"
+            )
+            if peer["vpn_ipv4"]:
+                routes.append(f"{peer['vpn_ipv4']},{peer['common_name']},{peer['remote']},{stamp}")
+        text = "\n".join(rows + routes + ["GLOBAL STATS", "END"]) + "\n"
+        try:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("%s: cannot write status file %s: %s", self.name, path, exc)
+
+    async def _status_loop(self) -> None:
+        while True:
+            self.write_status()
+            await asyncio.sleep(max(1, self.cfg.status_interval))
 
     def _settings(self) -> ServerSettings:
         cfg = self.cfg
@@ -261,7 +325,9 @@ class ServerDaemon:
                 self.choice.reason,
             )
             self._status("ready", message)
+            status_task = asyncio.create_task(self._status_loop())
             await self._stop.wait()
+            status_task.cancel()
             await self._say_goodbye()
             return 0
         except DcoctlError as exc:
@@ -677,6 +743,8 @@ class ServerDaemon:
                 problem = f"no client-config-dir entry for '{name}' (ccd-exclusive)"
             elif ccd is not None and ccd.disable:
                 problem = "client is disabled in client-config-dir"
+        if problem is None and cfg.client_connect:
+            ccd, problem = await self._client_connect(inst, ccd)
         if problem is None:
             inst.ccd = ccd
             problem = self._assign_addresses(inst)
@@ -694,6 +762,42 @@ class ServerDaemon:
             if inst.session.state is not SessionState.ESTABLISHED:
                 self.datapath.remove_peer(inst.peer_id)
         self._after_input(inst)
+
+    async def _client_connect(
+        self, inst: ClientInstance, ccd: CcdEntry | None
+    ) -> tuple[CcdEntry | None, str | None]:
+        """Run ``client-connect``; what it writes to $1 is read like a ccd file."""
+        assert self.cfg.client_connect is not None
+        fd, path = tempfile.mkstemp(prefix="dcoctl-cc-")
+        os.close(fd)
+        try:
+            ok = await self._run_script(
+                self.cfg.client_connect, [path], self._script_env(inst, "client-connect")
+            )
+            if not ok:
+                return ccd, "client-connect script refused the client"
+            text = Path(path).read_text()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if not text.strip():
+            return ccd, None
+        try:
+            extra = parse_ccd(text, f"{self.cfg.client_connect} output")
+        except DcoctlError as exc:
+            log.error("%s: %s", self.name, exc)
+            return ccd, "client-connect script wrote an invalid configuration"
+        if ccd is None:
+            return extra, None
+        merged = replace(
+            ccd,
+            push=ccd.push + extra.push,
+            iroutes=ccd.iroutes + extra.iroutes,
+            ifconfig_push=extra.ifconfig_push or ccd.ifconfig_push,
+            push_reset=ccd.push_reset or extra.push_reset,
+            disable=ccd.disable or extra.disable,
+        )
+        return merged, None
 
     async def _verify_credentials(
         self, inst: ClientInstance, request: AuthenticationRequested
@@ -777,12 +881,22 @@ class ServerDaemon:
             start = ipaddress.IPv4Address(cfg.pool_start)
             end = ipaddress.IPv4Address(cfg.pool_end)
             address = start
+            remembered = self._persisted.get(inst.common_name or "")
+            if (
+                remembered is not None
+                and start <= remembered <= end
+                and (remembered not in self._pool4)
+            ):
+                address = remembered  # ifconfig-pool-persist: same client, same address
             while address in self._pool4:
                 address += 1
                 if address > end:
                     return "address pool exhausted"
         self._pool4[address] = inst.peer_id
         inst.vpn_ipv4 = address
+        if inst.common_name and self._persisted.get(inst.common_name) != address:
+            self._persisted[inst.common_name] = address
+            self._save_pool()
         if cfg.pool_ipv6_start is not None:
             # OpenVPN pairs the pools: the n-th IPv4 address gets the n-th IPv6 one.
             index = int(address) - int(ipaddress.IPv4Address(cfg.pool_start or address))
