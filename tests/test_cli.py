@@ -70,7 +70,7 @@ def test_peers_of_unknown_instance_fails(tmp_path: Path) -> None:
     assert result.returncode != 0 and "ghost: not running" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["up", "down", "peers", "demo"])
+@pytest.mark.parametrize("command", ["up", "down", "peers", "demo", "genkey"])
 def test_every_command_has_help(command: str, tmp_path: Path) -> None:
     result = dcoctl(command, "--help", runtime=tmp_path)
     assert result.returncode == 0 and "Usage:" in result.stdout
