@@ -37,6 +37,7 @@ from .protocol.events import (
     Event,
     KeyInstalled,
     KeyRetired,
+    PeerDeleted,
     PeerEvent,
     PingTimeout,
     PrimaryKeyChanged,
@@ -674,6 +675,10 @@ class ServerDaemon:
         if isinstance(event, PingTimeout):
             if event.peer_id is not None and (inst := self.clients.get(event.peer_id)):
                 self.remove_client(inst, f"no packets for {event.seconds} s (ping-restart)")
+            return
+        if isinstance(event, PeerDeleted):
+            if (inst := self.clients.get(event.peer_id)) is not None:
+                self.remove_client(inst, event.reason)
             return
         if not isinstance(event, PeerEvent):
             return

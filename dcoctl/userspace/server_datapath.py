@@ -17,8 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..protocol.datachannel import OCC_MAGIC, PING_MAGIC, DataChannel, DataCounters
-from ..protocol.events import Event, PingTimeout
+from ..protocol.datachannel import (
+    OCC_EXIT,
+    OCC_MAGIC,
+    PING_MAGIC,
+    DataChannel,
+    DataCounters,
+)
+from ..protocol.events import Event, PeerDeleted, PingTimeout
 from ..protocol.keepalive import Keepalive
 from ..protocol.keys import DataKeys
 from .tun import TunDevice, open_tun
@@ -240,7 +246,12 @@ class ServerDatapath:
         if plaintext is None:
             return False
         peer.keepalive.received(time.time())
-        if plaintext == PING_MAGIC or plaintext.startswith(OCC_MAGIC):
+        if plaintext == PING_MAGIC:
+            return True
+        if plaintext.startswith(OCC_MAGIC):
+            if plaintext[16:17] == bytes([OCC_EXIT]):
+                # explicit-exit-notify from a client without cc-exit (E.7).
+                self.events.put_nowait(PeerDeleted(peer_id, "client sent OCC exit"))
             return True
         src = source(plaintext)
         if src is None or not (
