@@ -544,15 +544,22 @@ class _Parser:
         self.ignored.append((d.line, d.name))
 
     # -- dispatch ----------------------------------------------------------------
+    def handler_table(self) -> dict[str, _Handler]:
+        """Directive name -> handler; the server parser swaps in its own table."""
+        return _HANDLERS
+
+    def is_refused(self, name: str) -> bool:
+        """Directives whose handler only explains why they are not supported."""
+        return name in UNSUPPORTED_DIRECTIVES or name in SERVER_DIRECTIVES
+
     def dispatch(self, d: _Directive, optional: bool = False) -> None:
-        handler = _HANDLERS.get(d.name)
+        handler = self.handler_table().get(d.name)
         if handler is None and d.name.startswith("management"):
             handler = _ignored
         if handler is None:
             self.unknown(d, optional)
             return
-        refused = d.name in UNSUPPORTED_DIRECTIVES or d.name in SERVER_DIRECTIVES
-        if d.inline is not None and d.name not in INLINE_DIRECTIVES and not refused:
+        if d.inline is not None and d.name not in INLINE_DIRECTIVES and not self.is_refused(d.name):
             raise self.error(f"'{d.name}' cannot be given as an inline <{d.name}> block", d.line)
         handler(self, d)
         self.lines[d.name] = d.line
@@ -568,7 +575,7 @@ class _Parser:
             self.ignored.append((d.line, d.name))
             return
         message = f"unknown option '{d.name}'"
-        close = difflib.get_close_matches(d.name, _HANDLERS, n=1)
+        close = difflib.get_close_matches(d.name, self.handler_table(), n=1)
         if close:
             message += f" (did you mean '{close[0]}'?)"
         raise self.error(message, d.line)

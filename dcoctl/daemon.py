@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import random
@@ -120,10 +119,7 @@ class ClientDaemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}")
-        server = await asyncio.start_unix_server(
-            self._serve_client, path=str(runtime.socket_path(self.name))
-        )
-        os.chmod(runtime.socket_path(self.name), 0o600)
+        server = await runtime.start_control_server(self.name, self.status, self.request_stop)
         consumer = asyncio.create_task(self._consume_events())
         exit_code = 0
         try:
@@ -580,30 +576,6 @@ class ClientDaemon:
         run_script(command, args, env, security=self.cfg.script_security, what=kind)
 
     # -- control socket ------------------------------------------------------------------
-    async def _serve_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            request = json.loads(line or b"{}")
-            command = request.get("cmd") if isinstance(request, dict) else None
-            reply: dict[str, Any]
-            if command == "ping":
-                reply = {"ok": True}
-            elif command == "status":
-                reply = {"ok": True, "instance": self.status()}
-            elif command == "down":
-                self.request_stop("dcoctl down")
-                reply = {"ok": True, "pid": os.getpid()}
-            else:
-                reply = {"ok": False, "error": f"unknown command {command!r}"}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-        except (OSError, ValueError, TimeoutError) as exc:
-            log.debug("control socket: %s", exc)
-        finally:
-            writer.close()
-
     def status(self) -> dict[str, Any]:
         """This instance in the ``dcoctl peers --json`` shape."""
         peers = []

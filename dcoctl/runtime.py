@@ -11,10 +11,13 @@ overrides it, e.g. for tests):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,47 @@ def request(name: str, command: dict[str, Any], timeout: float = 10.0) -> dict[s
         raise ConnectionError(f"instance {name} closed the control socket")
     reply: dict[str, Any] = json.loads(data)
     return reply
+
+
+async def serve_control(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    status: Callable[[], dict[str, Any]],
+    stop: Callable[[str], None],
+) -> None:
+    """Answer one control-socket request: ``ping``, ``status`` or ``down``."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), 10)
+        request_obj = json.loads(line or b"{}")
+        command = request_obj.get("cmd") if isinstance(request_obj, dict) else None
+        reply: dict[str, Any]
+        if command == "ping":
+            reply = {"ok": True}
+        elif command == "status":
+            reply = {"ok": True, "instance": status()}
+        elif command == "down":
+            stop("dcoctl down")
+            reply = {"ok": True, "pid": os.getpid()}
+        else:
+            reply = {"ok": False, "error": f"unknown command {command!r}"}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+    except (OSError, ValueError, TimeoutError):
+        pass  # a client that hung up or sent garbage: nothing to answer
+    finally:
+        writer.close()
+
+
+async def start_control_server(
+    name: str, status: Callable[[], dict[str, Any]], stop: Callable[[str], None]
+) -> asyncio.Server:
+    """Listen on ``name``'s control socket (root-only)."""
+    server = await asyncio.start_unix_server(
+        functools.partial(serve_control, status=status, stop=stop), path=str(socket_path(name))
+    )
+    os.chmod(socket_path(name), 0o600)
+    return server
 
 
 def is_running(name: str) -> bool:

@@ -28,7 +28,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .config import (
     _HANDLERS,
@@ -36,16 +36,15 @@ from .config import (
     _MAX_FILE_SIZE,
     _TAG,
     AEAD_CIPHERS,
-    ALIASES,
     DEFAULT_DATA_CIPHERS,
     IGNORED_DIRECTIVES,
-    INLINE_DIRECTIVES,
     UNSUPPORTED_DIRECTIVES,
     Route6Spec,
     RouteSpec,
     _choice,
     _Directive,
     _flag,
+    _Handler,
     _ignored,
     _infer_dev_type,
     _int,
@@ -512,34 +511,12 @@ class _ServerParser(_Parser):
             d.line,
         )
 
-    def dispatch(self, d: _Directive, optional: bool = False) -> None:
-        handler = _SERVER_HANDLERS.get(d.name)
-        if handler is None and d.name.startswith("management"):
-            handler = _ignored
-        if handler is None:
-            self.unknown(d, optional)
-            return
-        refused = d.name in _REFUSED
-        if d.inline is not None and d.name not in INLINE_DIRECTIVES and not refused:
-            raise self.error(f"'{d.name}' cannot be given as an inline <{d.name}> block", d.line)
-        handler(self, d)
-        self.lines[d.name] = d.line
-        if d.name in ALIASES:
-            self.lines[ALIASES[d.name]] = d.line
+    def handler_table(self) -> dict[str, _Handler]:
+        # dispatch() calls each handler with self, which is a _ServerParser.
+        return cast(dict[str, _Handler], _SERVER_HANDLERS)
 
-    def unknown(self, d: _Directive, optional: bool) -> None:
-        if optional or d.name in self.ignore_unknown:
-            self.ignore(d, "unknown, but marked ignorable")
-            return
-        if self.forward_compatible:
-            log.warning("%s:%d: ignoring unknown option '%s'", self.source, d.line, d.name)
-            self.ignored.append((d.line, d.name))
-            return
-        message = f"unknown option '{d.name}'"
-        close = difflib.get_close_matches(d.name, _SERVER_HANDLERS, n=1)
-        if close:
-            message += f" (did you mean '{close[0]}'?)"
-        raise self.error(message, d.line)
+    def is_refused(self, name: str) -> bool:
+        return name in _REFUSED
 
     def parse(self, text: str) -> None:
         directives = self.read_directives(text)
