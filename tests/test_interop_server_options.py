@@ -1,0 +1,214 @@
+"""Server options that change who may connect and how: IPv6, identities, limits.
+
+dcoctl serves in one namespace; stock OpenVPN 2.6 clients and dcoctl clients
+connect from the other. Profiles come from :class:`OpenVPNServer.client_profile`
+on a server object that is never started (it only renders client files).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dcoctl.pki import PKI, make_pki
+from dcoctl.testbed import NetnsPair, OpenVPNClient, OpenVPNServer, TestbedError
+
+from .dcoctl_runner import DcoctlRunner
+
+
+class Bed:
+    """A dcoctl server in ``ns_server`` plus helpers for clients in ``ns_client``."""
+
+    def __init__(self, pair: NetnsPair, workdir: Path) -> None:
+        self.pair = pair
+        self.workdir = workdir
+        self.pki = make_pki(clients=("alice", "bob"))
+        self.server = DcoctlRunner(pair, pair.ns_server, workdir / "srv")
+        self.client = DcoctlRunner(pair, pair.ns_client, workdir / "cli")
+        (workdir / "srv").mkdir()
+        (workdir / "cli").mkdir()
+        self.key = workdir / "ta.key"
+        self.renderer = OpenVPNServer(pair.ns_server, workdir, self.pki, wrap="tls-crypt")
+        assert self.renderer.static_key_text is not None
+        self.key.write_text(self.renderer.static_key_text)
+        self.stock: list[OpenVPNClient] = []
+
+    def start_server(self, *extra: str, proto: str = "udp") -> None:
+        files = {
+            "ca": self.pki.ca_cert_pem,
+            "cert": self.pki.server.cert_pem,
+            "key": self.pki.server.key_pem,
+        }
+        for name, text in files.items():
+            (self.workdir / f"s-{name}.pem").write_text(text)
+        conf = (
+            "\n".join(
+                [
+                    f"proto {proto}",
+                    "port 1194",
+                    "dev tun",
+                    "topology subnet",
+                    "server 10.8.0.0 255.255.255.0",
+                    "keepalive 2 10",
+                    "dh none",
+                    f"ca {self.workdir}/s-ca.pem",
+                    f"cert {self.workdir}/s-cert.pem",
+                    f"key {self.workdir}/s-key.pem",
+                    f"tls-crypt {self.key}",
+                    *extra,
+                ]
+            )
+            + "\n"
+        )
+        result = self.server.up(conf, "vpnsrv", timeout=20)
+        assert result.returncode == 0, result.stderr + self.server.log("vpnsrv")
+
+    def profile(
+        self,
+        name: str,
+        remote: str | None = None,
+        *extra: str,
+        proto: str = "udp",
+        identity: bool = True,
+    ) -> str:
+        text = self.renderer.client_profile(name, remote or self.pair.server_ip, list(extra))
+        if proto != "udp":
+            text = text.replace("proto udp", f"proto {proto}").replace(
+                "explicit-exit-notify 1\n", ""
+            )
+        if not identity:
+            # Certificate-less client (server has verify-client-cert none).
+            start, end = text.index("<cert>"), text.index("</key>") + len("</key>")
+            text = text[:start] + text[end:]
+        return text
+
+    def stock_client(self, profile: str, name: str, *, wait: bool = True) -> OpenVPNClient:
+        client = OpenVPNClient(self.pair.ns_client, self.workdir, profile, name=name)
+        self.stock.append(client)
+        client.start(wait=wait, timeout=20)
+        return client
+
+    def peers(self) -> list[dict[str, Any]]:
+        result = self.server.run("peers", "vpnsrv", "--json")
+        assert result.returncode == 0, result.stderr
+        instances: list[dict[str, Any]] = json.loads(result.stdout)
+        peers: list[dict[str, Any]] = instances[0]["peers"]
+        return peers
+
+    def wait_peers(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        deadline = time.time() + timeout
+        peers = self.peers()
+        while len(peers) != count and time.time() < deadline:
+            time.sleep(0.3)
+            peers = self.peers()
+        return peers
+
+    def close(self) -> None:
+        for client in self.stock:
+            client.stop()
+        self.client.cleanup()
+        self.server.cleanup()
+
+
+@pytest.fixture
+def bed(netns_pair: NetnsPair, workdir: Path) -> Iterator[Bed]:
+    testbed = Bed(netns_pair, workdir)
+    try:
+        yield testbed
+    finally:
+        testbed.close()
+
+
+@pytest.mark.parametrize("proto", ["udp6", "tcp6-server"])
+def test_ipv6_underlay_and_tunnel(bed: Bed, proto: str) -> None:
+    bed.start_server("server-ipv6 fd00:8::/64", proto=proto)
+    client_proto = "tcp-client" if proto.startswith("tcp") else "udp"
+    # A stock client over the IPv6 underlay, a dcoctl client over IPv4: the
+    # server's socket is dual-stack.
+    bed.stock_client(bed.profile("alice", bed.pair.server_ip6, proto=client_proto), "alice")
+    result = bed.client.up(bed.profile("bob", bed.pair.server_ip, proto=client_proto), "bob")
+    assert result.returncode == 0, result.stderr + bed.client.log("bob")
+    peers = {p["common_name"]: p for p in bed.wait_peers(2)}
+    assert peers["alice"]["remote"].startswith("fd00:")
+    assert peers["alice"]["vpn_ipv6"] and peers["bob"]["vpn_ipv6"]
+    assert peers["alice"]["vpn_ipv6"] != peers["bob"]["vpn_ipv6"]
+    assert peers["bob"]["vpn_ipv6"].startswith("fd00:8::")
+    ping6 = bed.pair.run(
+        bed.pair.ns_client,
+        ["ping", "-6", "-c", "3", "-i", "0.3", "-W", "2", "fd00:8::1"],
+        capture_output=True,
+        text=True,
+    )
+    assert ping6.returncode == 0, ping6.stdout + ping6.stderr
+    assert bed.pair.ping(bed.pair.ns_client, "10.8.0.1")
+
+
+def test_duplicate_cn_replaces_unless_allowed(bed: Bed) -> None:
+    bed.start_server()
+    bed.stock_client(bed.profile("alice"), "first")
+    assert len(bed.wait_peers(1)) == 1
+    bed.stock_client(bed.profile("alice"), "second")
+    time.sleep(1)
+    peers = bed.wait_peers(1)
+    assert len(peers) == 1 and peers[0]["common_name"] == "alice"
+    assert "replaced by a new connection of alice" in bed.server.log("vpnsrv")
+
+
+def test_duplicate_cn_allowed(bed: Bed) -> None:
+    bed.start_server("duplicate-cn")
+    bed.stock_client(bed.profile("alice"), "first")
+    bed.stock_client(bed.profile("alice"), "second")
+    peers = bed.wait_peers(2)
+    assert [p["common_name"] for p in peers] == ["alice", "alice"]
+    assert peers[0]["vpn_ipv4"] != peers[1]["vpn_ipv4"]
+
+
+def test_max_clients(bed: Bed) -> None:
+    bed.start_server("max-clients 1")
+    bed.stock_client(bed.profile("alice"), "alice")
+    with pytest.raises(TestbedError):
+        bed.stock_client(bed.profile("bob"), "bob", wait=True)
+    assert [p["common_name"] for p in bed.peers()] == ["alice"]
+    assert "max-clients 1 reached" in bed.server.log("vpnsrv")
+
+
+def test_certificateless_clients_with_username(bed: Bed) -> None:
+    script = bed.workdir / "check.sh"
+    script.write_text('#!/bin/sh\n[ "$username" = carol ] && [ "$password" = "pw 1" ]\n')
+    script.chmod(0o755)
+    bed.start_server(
+        "verify-client-cert none",
+        "username-as-common-name",
+        "script-security 3",
+        f"auth-user-pass-verify {script} via-env",
+    )
+    creds = bed.workdir / "creds.txt"
+    creds.write_text("carol\npw 1\n")
+    profile = bed.profile("carol", None, f"auth-user-pass {creds}", identity=False)
+    result = bed.client.up(profile, "carol")
+    assert result.returncode == 0, result.stderr + bed.client.log("carol")
+    (peer,) = bed.wait_peers(1)
+    assert peer["common_name"] == "carol"
+    assert bed.pair.ping(bed.pair.ns_client, "10.8.0.1")
+    creds.write_text("carol\nwrong\n")
+    bad = bed.client.up(profile.replace("carol.ovpn", "x"), "carol2")
+    assert bad.returncode != 0 and "AUTH_FAILED" in bad.stderr
+
+
+def test_server_down_tells_clients_to_reconnect(bed: Bed) -> None:
+    bed.start_server("explicit-exit-notify 1")
+    client = bed.stock_client(bed.profile("alice"), "alice")
+    assert bed.server.down("vpnsrv").returncode == 0
+    assert client.wait_for(r"server-pushed-connection-reset", timeout=10)
+    links = subprocess.run(
+        ["ip", "netns", "exec", bed.pair.ns_server, "ip", "-o", "link"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "vpnsrv" not in links
