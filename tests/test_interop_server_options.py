@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dcoctl.pki import PKI, make_pki
+from dcoctl.pki import make_pki
 from dcoctl.testbed import NetnsPair, OpenVPNClient, OpenVPNServer, TestbedError
 
 from .dcoctl_runner import DcoctlRunner
