@@ -214,3 +214,10 @@ def test_expired_server_certificate(tls_pki: PKI) -> None:
 
 def test_make_ca_is_independent() -> None:
     assert make_ca().cert_pem != make_ca().cert_pem
+
+
+def test_empty_control_payload_is_accepted(tls_pki: PKI) -> None:
+    # An empty CONTROL_WKC_V1 delivers zero TLS bytes; that must be a no-op.
+    engine = TLSEngine(_settings(tls_pki, "server"), server=True)
+    engine.feed(b"")
+    assert engine.progress() == b""

@@ -173,7 +173,10 @@ class TLSEngine:
     # -- byte pumps ---------------------------------------------------------
     def feed(self, ciphertext: bytes) -> None:
         """Hand TLS records received from the peer to OpenSSL."""
-        self._conn.bio_write(ciphertext)
+        # Empty control packets are legal (CONTROL_WKC_V1, A.6); OpenSSL's
+        # BIO_write refuses zero bytes, so skip them.
+        if ciphertext:
+            self._conn.bio_write(ciphertext)
 
     def outgoing(self) -> bytes:
         """TLS records OpenSSL wants sent to the peer (possibly empty)."""
