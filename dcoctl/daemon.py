@@ -331,7 +331,24 @@ class ClientDaemon:
         if session is None:
             return
         while (event := session.next_event()) is not None:
-            self.events.put_nowait(event)
+            # Key changes reach the data path before the next packet is read
+            # (see ServerDaemon._after_input); everything else is queued.
+            if not self._apply_key_event(event):
+                self.events.put_nowait(event)
+
+    def _apply_key_event(self, event: Event) -> bool:
+        """Execute a key event on the data path now; False if it is not one."""
+        if isinstance(event, KeyInstalled):
+            self.datapath.install_key(
+                event.key_id, event.keys, primary=event.primary, peer_id=event.peer_id
+            )
+        elif isinstance(event, PrimaryKeyChanged):
+            self.datapath.promote_key(event.key_id)
+        elif isinstance(event, KeyRetired):
+            self.datapath.retire_key(event.key_id)
+        else:
+            return False
+        return True
 
     def _transmit(self) -> None:
         session, transport = self.session, self.transport
@@ -377,14 +394,6 @@ class ClientDaemon:
             )
             if event.key_id == 0:
                 self._status("status", f"TLS established with {event.peer_subject}")
-        elif isinstance(event, KeyInstalled):
-            self.datapath.install_key(
-                event.key_id, event.keys, primary=event.primary, peer_id=event.peer_id
-            )
-        elif isinstance(event, PrimaryKeyChanged):
-            self.datapath.promote_key(event.key_id)
-        elif isinstance(event, KeyRetired):
-            self.datapath.retire_key(event.key_id)
         elif isinstance(event, RenegotiationStarted):
             log.info(
                 "%s: renegotiation of key %d started by %s",

@@ -602,8 +602,24 @@ class ServerDaemon:
     # -- per-client transmit / timers ---------------------------------------------
     def _after_input(self, inst: ClientInstance) -> None:
         while (event := inst.session.next_event()) is not None:
-            self.events.put_nowait(PeerEvent(inst.peer_id, event))
+            # Key changes reach the data path before the next packet is read:
+            # a peer that starts a soft reset drops its oldest key at once and
+            # sends data right behind it, so a reply must not use that key.
+            if not self._apply_key_event(inst.peer_id, event):
+                self.events.put_nowait(PeerEvent(inst.peer_id, event))
         self._transmit(inst)
+
+    def _apply_key_event(self, peer_id: int, event: Event) -> bool:
+        """Execute a key event on the data path now; False if it is not one."""
+        if isinstance(event, KeyInstalled):
+            self.datapath.install_key(peer_id, event.key_id, event.keys, primary=event.primary)
+        elif isinstance(event, PrimaryKeyChanged):
+            self.datapath.promote_key(peer_id, event.key_id)
+        elif isinstance(event, KeyRetired):
+            self.datapath.retire_key(peer_id, event.key_id)
+        else:
+            return False
+        return True
 
     def _transmit(self, inst: ClientInstance) -> None:
         for packet in inst.session.packets_to_send(time.time()):
@@ -694,12 +710,6 @@ class ServerDaemon:
             if not inst.authenticating:
                 inst.authenticating = True
                 asyncio.create_task(self._authenticate(inst, inner))
-        elif isinstance(inner, KeyInstalled):
-            self.datapath.install_key(inst.peer_id, inner.key_id, inner.keys, primary=inner.primary)
-        elif isinstance(inner, PrimaryKeyChanged):
-            self.datapath.promote_key(inst.peer_id, inner.key_id)
-        elif isinstance(inner, KeyRetired):
-            self.datapath.retire_key(inst.peer_id, inner.key_id)
         elif isinstance(inner, RenegotiationCompleted):
             inst.last_rekey = time.time()
         elif isinstance(inner, SessionEstablished):

@@ -212,3 +212,82 @@ def test_server_down_tells_clients_to_reconnect(bed: Bed) -> None:
         text=True,
     ).stdout
     assert "vpnsrv" not in links
+
+
+def test_pool_persist_status_connect_scripts_and_ccd_exclusive(bed: Bed) -> None:
+    wd = bed.workdir
+    ccd = wd / "ccd"
+    ccd.mkdir()
+    (ccd / "alice").write_text('push "route 172.31.0.0 255.255.0.0"\n')
+    connect = wd / "connect.sh"
+    connect.write_text('#!/bin/sh\necho \'push "route 172.30.0.0 255.255.0.0"\' > "$1"\n')
+    disconnect = wd / "disconnect.sh"
+    disconnect.write_text(f'#!/bin/sh\necho "$common_name $bytes_received" >> {wd}/gone.txt\n')
+    for script in (connect, disconnect):
+        script.chmod(0o755)
+    bed.start_server(
+        f"status {wd}/status.log 1",
+        f"ifconfig-pool-persist {wd}/ipp.txt",
+        "script-security 2",
+        f"client-connect {connect}",
+        f"client-disconnect {disconnect}",
+        f"client-config-dir {ccd}",
+        "ccd-exclusive",
+    )
+    alice = bed.stock_client(bed.profile("alice"), "alice")
+    routes = bed.pair.run(
+        bed.pair.ns_client, ["ip", "route"], capture_output=True, text=True
+    ).stdout
+    assert "172.30.0.0/16 via 10.8.0.1" in routes  # from client-connect's output
+    assert "172.31.0.0/16 via 10.8.0.1" in routes  # from the ccd file
+    # bob has no ccd file: refused under ccd-exclusive.
+    with pytest.raises(TestbedError):
+        bed.stock_client(bed.profile("bob"), "bob")
+    assert "ccd-exclusive" in bed.server.log("vpnsrv")
+    assert bed.pair.ping(bed.pair.ns_client, "10.8.0.1")
+    time.sleep(1.5)
+    status = (wd / "status.log").read_text()
+    assert status.startswith("OpenVPN CLIENT LIST") and "\nalice," in status
+    assert "10.8.0.2,alice," in status
+    assert (wd / "ipp.txt").read_text().startswith("alice,10.8.0.2")
+    alice.stop()
+    deadline = time.time() + 10
+    while not (wd / "gone.txt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    name, received = (wd / "gone.txt").read_text().split()
+    assert name == "alice" and int(received) > 0
+    # A restarted server gives alice her remembered address, even if another
+    # client grabs the first pool address first.
+    assert bed.server.down("vpnsrv").returncode == 0
+    (wd / "ipp.txt").write_text("alice,10.8.0.9,\n")
+    bed.start_server(f"ifconfig-pool-persist {wd}/ipp.txt")
+    bed.stock_client(bed.profile("alice"), "alice2")
+    (peer,) = bed.wait_peers(1)
+    assert peer["vpn_ipv4"] == "10.8.0.9"
+
+
+def test_clients_rekeying_every_few_seconds(bed: Bed) -> None:
+    bed.start_server()
+    bed.stock_client(bed.profile("alice", None, "reneg-sec 3", "dev tun-alice"), "alice")
+    result = bed.client.up(bed.profile("bob", None, "reneg-sec 3"), "bob")
+    assert result.returncode == 0, result.stderr
+    pings = {
+        dev: bed.pair.popen(
+            bed.pair.ns_client,
+            ["ping", "-n", "-q", "-I", dev, "-c", "48", "-i", "0.25", "-W", "1", "10.8.0.1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for dev in ("tun-alice", "bob")
+    }
+    received = {}
+    for dev, proc in pings.items():
+        out, _ = proc.communicate(timeout=60)
+        received[dev] = int(out.split(" received")[0].rsplit(", ", 1)[-1])
+    # A stock 2.6 client frees its oldest key the moment it starts a soft
+    # reset and sends data right behind it: the server must already encrypt
+    # with the newest key (G.4 with young keys) or replies are lost.
+    assert received == {"tun-alice": 48, "bob": 48}
+    peers = {p["common_name"]: p for p in bed.peers()}
+    assert all(p["last_rekey"] > p["connected_since"] for p in peers.values())
+    assert len([line for line in bed.client.log("bob").splitlines() if "installed" in line]) >= 3

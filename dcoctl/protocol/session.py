@@ -465,12 +465,22 @@ class Session:
     def _rekeyed(self, ks: KeyState, now: float) -> None:
         # Renegotiated key: same cipher and derivation as key 0, no new push.
         keys = self._generate_keys(ks)
-        delay = min(self.settings.hand_window, self.settings.reneg_sec / 2)
-        ks.promote_at = max(now, ks.opened_at + delay)
         self.last_rekey_at = now
         self._reneg_at = self._reneg_deadline(now)
         self._events.append(KeyInstalled(ks.key_id, keys, False, self.peer_id))
         self._events.append(RenegotiationCompleted(ks.key_id))
+        # OpenVPN's tls_select_encryption_key (reference G.4): a key "matures"
+        # min(hand-window, reneg-sec/2) after its start; the older key keeps
+        # encrypting only while it is mature and the new one is not. So with
+        # a young previous key the new one is used at once (peers rekeying
+        # every few seconds rely on that); otherwise after its own window.
+        # Unlike 2.6 we never switch back once switched (its issue #944).
+        window = min(self.settings.hand_window, self.settings.reneg_sec / 2)
+        lame = self._lame_duck
+        if lame is None or now < lame.opened_at + window:
+            self._promote(ks)
+        else:
+            ks.promote_at = max(now, ks.opened_at + window)
 
     def _generate_keys(self, ks: KeyState) -> DataKeys:
         assert self.cipher is not None and ks.peer_message is not None
