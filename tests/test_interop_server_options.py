@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +292,68 @@ def test_clients_rekeying_every_few_seconds(bed: Bed) -> None:
     peers = {p["common_name"]: p for p in bed.peers()}
     assert all(p["last_rekey"] > p["connected_since"] for p in peers.values())
     assert len([line for line in bed.client.log("bob").splitlines() if "installed" in line]) >= 3
+
+
+RELAY = r"""
+import os, select, socket, sys, time
+listen, server, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+front.bind(("127.0.0.1", listen))
+ups = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+ups[0].connect((server, port))
+client = None
+while True:
+    if os.path.exists(sys.argv[4]) and len(ups) == 1:
+        ups.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))  # NAT rebinding
+        ups[1].connect((server, port))
+    ready, _, _ = select.select([front, *ups], [], [], 0.1)
+    for sock in ready:
+        if sock is front:
+            data, client = front.recvfrom(65535)
+            ups[-1].send(data)
+        elif client is not None:
+            front.sendto(sock.recv(65535), client)
+"""
+
+
+def test_client_floats_only_on_authenticated_data(bed: Bed) -> None:
+    bed.start_server()
+    switch = bed.workdir / "switch"
+    relay = bed.pair.popen(
+        bed.pair.ns_client,
+        [sys.executable, "-c", RELAY, "11940", bed.pair.server_ip, "1194", str(switch)],
+    )
+    try:
+        profile = bed.profile("alice", "127.0.0.1", "dev tun-alice").replace(
+            "remote 127.0.0.1 1194", "remote 127.0.0.1 11940"
+        )
+        bed.stock_client(profile, "alice")
+        (before,) = bed.wait_peers(1)
+        assert bed.pair.ping(bed.pair.ns_client, "10.8.0.1")
+        # A forged data packet with alice's peer-id from another port must not
+        # move her (it does not authenticate).
+        forged = bytes([0x48, 0, 0, before["peer_id"]]) + bytes(range(60))
+        bed.pair.run(
+            bed.pair.ns_client,
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
+                    f"s.sendto(bytes.fromhex('{forged.hex()}'), ('{bed.pair.server_ip}', 1194))"
+                ),
+            ],
+            check=True,
+        )
+        time.sleep(0.3)
+        assert bed.peers()[0]["remote"] == before["remote"]
+        switch.touch()  # the "NAT" now uses a new source port
+        assert bed.pair.ping(bed.pair.ns_client, "10.8.0.1", count=5)
+        (after,) = bed.peers()
+        assert after["remote"] != before["remote"]
+        assert after["remote"].split(":")[0] == before["remote"].split(":")[0]
+        assert "floated" in bed.server.log("vpnsrv")
+        assert after["peer_id"] == before["peer_id"]
+    finally:
+        relay.kill()
+        relay.wait()
