@@ -43,7 +43,7 @@ def assert_clean(dcoctl: DcoctlRunner, name: str, ifname: str | None = None) -> 
     """Nothing of instance ``name`` is left: no link, route, socket, state or process."""
     ifname = ifname or name
     assert f" {ifname}:" not in dcoctl.links()
-    assert ifname not in dcoctl.routes()
+    assert not re.search(rf"\bdev {re.escape(ifname)}\b", dcoctl.routes())
     for suffix in (".sock", ".json"):
         assert not (dcoctl.runtime_dir / f"{name}{suffix}").exists()
     pids = dcoctl.pair.run(
