@@ -179,13 +179,9 @@ _DIGITS = re.compile(r"-?[0-9]+")
 _TAG = re.compile(r"<(/?)([A-Za-z0-9_-]*)>")
 
 
-@dataclass(frozen=True)
-class Remote:
-    """One ``remote`` entry with port and protocol filled in."""
+class ProtoProperties:
+    """``transport`` and ``family`` derived from an OpenVPN ``proto`` value."""
 
-    host: str
-    port: int
-    #: One of ``udp``, ``udp4``, ``udp6``, ``tcp``, ``tcp4``, ``tcp6``.
     proto: str
 
     @property
@@ -201,6 +197,16 @@ class Remote:
         if self.proto.endswith("6"):
             return socket.AF_INET6
         return None
+
+
+@dataclass(frozen=True)
+class Remote(ProtoProperties):
+    """One ``remote`` entry with port and protocol filled in."""
+
+    host: str
+    port: int
+    #: One of ``udp``, ``udp4``, ``udp6``, ``tcp``, ``tcp4``, ``tcp6``.
+    proto: str
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import difflib
 import ipaddress
 import logging
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +38,7 @@ from .config import (
     DEFAULT_DATA_CIPHERS,
     IGNORED_DIRECTIVES,
     UNSUPPORTED_DIRECTIVES,
+    ProtoProperties,
     Route6Spec,
     RouteSpec,
     _choice,
@@ -167,7 +167,7 @@ _CCD_UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServerConfig:
+class ServerConfig(ProtoProperties):
     """Everything a server config says, validated; defaults are OpenVPN 2.6's.
 
     Build it with :func:`load_server_config` or :func:`parse_server_config`.
@@ -307,20 +307,6 @@ class ServerConfig:
     ignored: tuple[tuple[int, str], ...] = ()
     #: Directive name -> line where it was last given.
     lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
-
-    @property
-    def transport(self) -> str:
-        """``"udp"`` or ``"tcp"``."""
-        return "tcp" if self.proto.startswith("tcp") else "udp"
-
-    @property
-    def family(self) -> socket.AddressFamily | None:
-        """The address family the protocol pins, or None for "either"."""
-        if self.proto.endswith("4"):
-            return socket.AF_INET
-        if self.proto.endswith("6"):
-            return socket.AF_INET6
-        return None
 
     @property
     def server_prefixlen(self) -> int:

@@ -127,19 +127,8 @@ class UserspaceDatapath(Datapath):
         self._keepalive.sent(time.time())
 
     def _tun_readable(self) -> None:
-        tun = self._tun
-        if tun is None:
-            return
-        # Drain a bounded batch so the control channel never starves.
-        for _ in range(64):
-            try:
-                packet = tun.read()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.warning("reading %s failed: %s", tun.name, exc)
-                return
-            if packet:
+        if self._tun is not None:
+            for packet in self._tun.read_batch():
                 self._transmit(packet)
 
     def receive_from_peer(self, packet: bytes) -> None:

@@ -219,17 +219,9 @@ class ServerDatapath:
         return best[1] if best else None
 
     def _tun_readable(self) -> None:
-        tun = self._tun
-        if tun is None:
+        if self._tun is None:
             return
-        for _ in range(64):
-            try:
-                packet = tun.read()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.warning("reading %s failed: %s", tun.name, exc)
-                return
+        for packet in self._tun.read_batch():
             dst = destination(packet)
             peer = self._owner(dst) if dst is not None else None
             if peer is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import struct
 from types import TracebackType
@@ -41,6 +42,9 @@ IFNAMSIZ: Final = 16
 # struct ifreq is 40 bytes on 64-bit Linux: a 16-byte name followed by a
 # 24-byte union whose first member, for TUNSETIFF, is the short flags word.
 _IFREQ: Final = struct.Struct("16sH22x")
+
+
+log = logging.getLogger(__name__)
 
 
 class TunDevice:
@@ -94,6 +98,24 @@ class TunDevice:
         :class:`OSError` for other failures (``EBADF`` once closed).
         """
         return os.read(self._fd, bufsize)
+
+    def read_batch(self, limit: int = 64) -> list[bytes]:
+        """Up to ``limit`` queued packets; a read error ends the batch (logged).
+
+        Bounded so one busy tun never starves the control channel.
+        """
+        packets: list[bytes] = []
+        while len(packets) < limit:
+            try:
+                packet = self.read()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.warning("reading %s failed: %s", self.name, exc)
+                break
+            if packet:
+                packets.append(packet)
+        return packets
 
     def write(self, packet: bytes) -> None:
         """Inject one IPv4 or IPv6 packet into the kernel as if received on the device.
