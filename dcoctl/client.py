@@ -31,20 +31,7 @@ def client_settings(
     cfg: ClientConfig, proto: str, username: str | None = None, password: str | None = None
 ) -> ClientSettings:
     """Protocol-core settings for one connection attempt over ``proto``."""
-    tls = TLSSettings(
-        ca_pem=cfg.ca_pem,
-        cert_pem=cfg.cert_pem,
-        key_pem=cfg.key_pem,
-        pkcs12=cfg.pkcs12,
-        extra_certs_pem=cfg.extra_certs_pem,
-        remote_cert_tls=cfg.remote_cert_tls,
-        verify_x509_name=cfg.verify_x509_name,
-        tls_version_min=_tls_version(cfg.tls_version_min) or "1.2",
-        tls_version_max=_tls_version(cfg.tls_version_max),
-        tls_cipher=cfg.tls_cipher,
-        tls_ciphersuites=cfg.tls_ciphersuites,
-        tls_groups=cfg.tls_groups,
-    )
+    tls = tls_settings(cfg)
     extra = [(name, value) for name, value in cfg.setenv if name.startswith("UV_")]
     extra.append(("IV_GUI_VER", "dcoctl"))
     return ClientSettings(
@@ -64,6 +51,29 @@ def client_settings(
         route_nopull=cfg.route_nopull,
         extra_peer_info=tuple(extra),
         tls_crypt_v2=cfg.tls_crypt_v2_key_pem is not None,
+    )
+
+
+def tls_settings(cfg: ClientConfig | ServerConfig) -> TLSSettings:
+    """TLS settings from either kind of config (the directives are the same)."""
+    verify_client_cert, crl_pem = "require", None
+    if isinstance(cfg, ServerConfig):
+        verify_client_cert, crl_pem = cfg.verify_client_cert, cfg.crl_pem
+    return TLSSettings(
+        ca_pem=cfg.ca_pem,
+        cert_pem=cfg.cert_pem,
+        key_pem=cfg.key_pem,
+        pkcs12=cfg.pkcs12,
+        extra_certs_pem=cfg.extra_certs_pem,
+        remote_cert_tls=cfg.remote_cert_tls,
+        verify_x509_name=cfg.verify_x509_name,
+        tls_version_min=_tls_version(cfg.tls_version_min) or "1.2",
+        tls_version_max=_tls_version(cfg.tls_version_max),
+        tls_cipher=cfg.tls_cipher,
+        tls_ciphersuites=cfg.tls_ciphersuites,
+        tls_groups=cfg.tls_groups,
+        verify_client_cert=verify_client_cert,
+        crl_pem=crl_pem,
     )
 
 

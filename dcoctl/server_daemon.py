@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import runtime
-from .client import control_wrap_for_server
+from .client import control_wrap_for_server, tls_settings
 from .datapath import DatapathChoice
 from .errors import DcoctlError, RemoteProtocolError
 from .netlink.links import LinkManager, RouteSet, netmask_to_prefixlen
@@ -55,7 +55,6 @@ from .protocol.packet import (
 )
 from .protocol.server_session import ServerSession, ServerSettings
 from .protocol.session import SessionState
-from .protocol.tls import TLSSettings
 from .protocol.tlscryptv2 import parse_server_key, split_wkc, unwrap_client_key
 from .protocol.wrapping import EARLY_NEG_START, ControlWrap, TLSCryptWrap
 from .server_config import CcdEntry, ServerConfig, load_ccd_entry, parse_ccd
@@ -267,17 +266,7 @@ class ServerDaemon:
 
     def _settings(self) -> ServerSettings:
         cfg = self.cfg
-        tls = TLSSettings(
-            ca_pem=cfg.ca_pem,
-            cert_pem=cfg.cert_pem,
-            key_pem=cfg.key_pem,
-            pkcs12=cfg.pkcs12,
-            remote_cert_tls=cfg.remote_cert_tls,
-            verify_x509_name=cfg.verify_x509_name,
-            tls_version_min=(cfg.tls_version_min or "1.2").split()[0],
-            verify_client_cert=cfg.verify_client_cert,
-            crl_pem=cfg.crl_pem,
-        )
+        tls = tls_settings(cfg)
         proto = "tcp" if cfg.proto.startswith("tcp") else "udp"
         return ServerSettings(
             tls=tls,
