@@ -20,7 +20,6 @@ import ipaddress
 import logging
 import os
 import random
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -113,13 +112,7 @@ class ClientDaemon:
     # -- entry point ------------------------------------------------------
     async def run(self) -> int:
         """Run until ``down``/signal (0) or a fatal error (1)."""
-        runtime.ensure_runtime_dir()
-        if runtime.is_running(self.name):
-            raise Fatal(f"instance '{self.name}' is already running (dcoctl down {self.name})")
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}")
-        server = await runtime.start_control_server(self.name, self.status, self.request_stop)
+        server = await runtime.claim_instance(self.name, self.status, self.request_stop)
         consumer = asyncio.create_task(self._consume_events())
         exit_code = 0
         try:

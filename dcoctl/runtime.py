@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -150,6 +151,20 @@ async def serve_control(
         pass  # a client that hung up or sent garbage: nothing to answer
     finally:
         writer.close()
+
+
+async def claim_instance(
+    name: str, status: Callable[[], dict[str, Any]], stop: Callable[[str], None]
+) -> asyncio.Server:
+    """Start-up every daemon shares: refuse a second instance of ``name``,
+    route SIGTERM/SIGINT to ``stop`` and open the control socket."""
+    ensure_runtime_dir()
+    if is_running(name):
+        raise DcoctlError(f"instance '{name}' is already running (dcoctl down {name})")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, f"signal {sig.name}")
+    return await start_control_server(name, status, stop)
 
 
 async def start_control_server(

@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import struct
 import tempfile
@@ -282,13 +281,7 @@ class ServerDaemon:
     # -- lifecycle ------------------------------------------------------------
     async def run(self) -> int:
         """Serve until ``down`` or a signal."""
-        runtime.ensure_runtime_dir()
-        if runtime.is_running(self.name):
-            raise DcoctlError(f"instance '{self.name}' is already running")
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}")
-        control = await runtime.start_control_server(self.name, self.status, self.request_stop)
+        control = await runtime.claim_instance(self.name, self.status, self.request_stop)
         consumer = asyncio.create_task(self._consume())
         try:
             await self._links.open()
