@@ -20,7 +20,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -96,7 +96,6 @@ class ClientInstance:
     tcp: asyncio.Transport | None = None
     closing: bool = False
     authenticating: bool = False
-    key_ids: set[int] = field(default_factory=set)
 
 
 def _address_key(addr: Address) -> bytes:
@@ -191,14 +190,12 @@ class ServerDaemon:
         self.clients: dict[int, ClientInstance] = {}
         self._by_addr: dict[bytes, ClientInstance] = {}
         self._pool4: dict[ipaddress.IPv4Address, int] = {}
-        self._pool6: dict[ipaddress.IPv6Address, int] = {}
         self._udp: _UDPServer | None = None
         self._tcp_server: asyncio.Server | None = None
         self._links = LinkManager(on_change=self._persist_undo)
         self._stop = asyncio.Event()
         self._state = runtime.InstanceState(name, os.getpid(), runtime.netns_id(), cfg.source)
         self.dropped_handshakes = 0
-        self.started = time.time()
         self._persisted = self._load_pool()
 
     # -- ifconfig-pool-persist and status files ------------------------------------
@@ -633,8 +630,6 @@ class ServerDaemon:
         counters = self.datapath.remove_peer(inst.peer_id)
         if inst.vpn_ipv4 is not None:
             self._pool4.pop(inst.vpn_ipv4, None)
-        if inst.vpn_ipv6 is not None:
-            self._pool6.pop(inst.vpn_ipv6, None)
         if inst.tcp is not None:
             inst.tcp.close()
         sent = counters.tx_bytes if counters else 0
@@ -894,7 +889,6 @@ class ServerDaemon:
             # OpenVPN pairs the pools: the n-th IPv4 address gets the n-th IPv6 one.
             index = int(address) - int(ipaddress.IPv4Address(cfg.pool_start or address))
             inst.vpn_ipv6 = ipaddress.IPv6Address(cfg.pool_ipv6_start) + index
-            self._pool6[inst.vpn_ipv6] = inst.peer_id
         return None
 
     def _owned_addresses(

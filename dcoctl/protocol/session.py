@@ -279,7 +279,6 @@ class Session:
         if current.phase is not KeyPhase.GENERATED:
             return  # a renegotiation is already running
         self._start_renegotiation(now, locally=True)
-        self._current_reset_queued()
 
     def send_control(self, text: str) -> bool:
         """Send a control-channel message on the newest usable key.
@@ -323,9 +322,6 @@ class Session:
     def _role_timers(self, current: KeyState, now: float) -> bool:
         """Role-specific deadlines (push, auth); False if the session closed."""
         return True
-
-    def _current_reset_queued(self) -> None:
-        """Called after a locally initiated soft reset was queued."""
 
     def _handle_reset_payload(
         self, ks: KeyState, opcode: Opcode, payload: bytes, now: float

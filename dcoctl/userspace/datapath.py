@@ -81,11 +81,6 @@ class UserspaceDatapath(Datapath):
         for key_id in self._channel.installed:
             self._channel.retire(key_id)
 
-    @property
-    def key_ids(self) -> tuple[int, ...]:
-        """Installed key ids (for status output)."""
-        return self._channel.installed
-
     # -- keepalive --------------------------------------------------------
     def set_keepalive(self, interval: int, timeout: int) -> None:
         self._keepalive.interval = interval
